@@ -1,0 +1,251 @@
+"""Settings: the only module that reads the environment or the config file.
+
+Precedence (highest first): keyword arguments, ``EDGE_VLA_*`` environment
+variables (``__`` separates nesting levels), the TOML file named by ``--config``
+or ``EDGE_VLA_CONFIG``, defaults. Unknown keys anywhere are errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # JetPack 6 ships Python 3.10
+    import tomli as tomllib
+
+ENV_PREFIX = "EDGE_VLA_"
+ENV_CONFIG = "EDGE_VLA_CONFIG"
+EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keys on it
+# Until the trained student ships (issue 5) the default bundle is an untrained placeholder.
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "placeholder-heads"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttConfig(_Section):
+    host: str = Field("localhost", description="broker host")
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("edge-vla", min_length=1, pattern=r"^[^#+]+$")
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = Field(False, description="connect with TLS")
+    ca_file: Path | None = Field(None, description="CA bundle for TLS; system store when unset")
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: int = Field(15, ge=2, le=3600)
+    action_expiry_s: float = Field(2.0, gt=0, le=2.0, description="message expiry of actions")
+    reconnect_min_s: float = Field(0.2, gt=0)
+    reconnect_max_s: float = Field(10.0, gt=0)
+    client_id: str | None = None
+
+
+SourceKind = Literal["sim", "file", "camera", "rtsp", "lavfi", "webrtc"]
+
+
+class SourceConfig(_Section):
+    kind: SourceKind = "sim"
+    uri: str | None = Field(None, description="file path, rtsp:// URL, /dev/videoN, or lavfi graph")
+    stream: str = Field("default", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    realtime: bool = Field(True, description="file sources: pace at the native frame rate")
+    loop: bool = Field(False, description="file sources: start again at the end")
+    width: int = Field(1280, ge=64, le=7680, description="sim/lavfi/camera frame width")
+    height: int = Field(720, ge=64, le=4320, description="sim/lavfi/camera frame height")
+    fps: float = Field(30.0, gt=0, le=240)
+    seed: int = Field(0, description="sim: world seed")
+    execute: bool = Field(True, description="sim: run the MQTT executor that carries out actions")
+    options: dict[str, str] = Field(default_factory=dict, description="extra PyAV/FFmpeg options")
+    reconnect_max_s: float = Field(10.0, gt=0, description="live sources: longest backoff")
+
+    @model_validator(mode="after")
+    def _uri_when_needed(self) -> "SourceConfig":
+        if self.kind in ("file", "rtsp") and not self.uri:
+            raise ValueError(f"source.uri is required for source.kind={self.kind}")
+        return self
+
+
+class SamplerConfig(_Section):
+    min_fps: float = Field(2.0, gt=0, le=120)
+    max_fps: float = Field(10.0, gt=0, le=120)
+    motion_low: float = Field(0.002, ge=0, le=1, description="mean abs diff (0..1) treated as still")
+    motion_high: float = Field(0.03, ge=0, le=1, description="mean abs diff (0..1) treated as busy")
+    thumb: int = Field(32, ge=8, le=256, description="side of the downscaled motion probe")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SamplerConfig":
+        if self.min_fps > self.max_fps:
+            raise ValueError("sampler.min_fps must not exceed sampler.max_fps")
+        if self.motion_low >= self.motion_high:
+            raise ValueError("sampler.motion_low must be below sampler.motion_high")
+        return self
+
+
+class ModelConfig(_Section):
+    path: Path = Field(SHIPPED_MODEL, description="model bundle folder")
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    intra_threads: int = Field(2, ge=1, le=64)
+    timeout_s: float = Field(2.0, gt=0, description="an inference slower than this is abandoned")
+
+
+class PolicyConfig(_Section):
+    kind: str = Field("onnx", description="registered policy name")
+    action_deadline_s: float = Field(1.0, gt=0, le=60, description="an action is stale this long after its frame")
+    default_instruction: str = "click the highlighted button"
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> "HttpConfig":
+        if self.enabled and self.host not in ("127.0.0.1", "localhost", "::1") and self.token is None:
+            raise ValueError("http.token is required when http.host is not a loopback address")
+        return self
+
+
+class MemoryConfig(_Section):
+    enabled: bool = False
+    path: Path = Path("edge-vla-memory.db")
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console", "journald"] = "auto"
+
+
+class WatchdogConfig(_Section):
+    max_frame_age_s: float = Field(5.0, gt=0, description="no frame for this long: unhealthy")
+    max_policy_age_s: float = Field(10.0, gt=0, description="no policy answer for this long: unhealthy")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True,
+        case_sensitive=False,
+    )
+
+    device_id: str = Field(default_factory=socket.gethostname, min_length=1, pattern=r"^[^/#+]+$")
+    mqtt: MqttConfig = MqttConfig()
+    source: SourceConfig = SourceConfig()
+    sampler: SamplerConfig = SamplerConfig()
+    model: ModelConfig = ModelConfig()
+    policy: PolicyConfig = PolicyConfig()
+    http: HttpConfig = HttpConfig()
+    memory: MemoryConfig = MemoryConfig()
+    log: LogConfig = LogConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
+
+    @property
+    def topic_base(self) -> str:
+        return f"{self.mqtt.topic_prefix}/{self.device_id}"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain JSON data with every secret masked."""
+        return json.loads(self.model_dump_json())  # SecretStr dumps as "**********"
+
+
+class ConfigError(Exception):
+    """Settings that cannot be used; ``lines`` holds one readable message per problem."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]):
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ is used
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path}: not found"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config file {path}: not valid TOML: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"config file {path}: {exc.strerror}"]) from None
+
+
+def load_settings(config_file: str | Path | None = None, environ: dict[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    """Build Settings from file + environment, or raise ConfigError listing every problem."""
+    env = os.environ if environ is None else environ
+    path = config_file or env.get(ENV_CONFIG)
+    file_data = read_toml(Path(path)) if path else {}
+
+    class _Effective(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                       dotenv_settings, file_secret_settings):
+            return (init_settings, env_settings, _DictSource(settings_cls, file_data))
+
+    unknown = sorted(k for k in env if k.upper().startswith(ENV_PREFIX) and k.upper() != ENV_CONFIG
+                     and k.upper()[len(ENV_PREFIX):].split("__")[0].lower() not in Settings.model_fields)
+    if unknown:
+        raise ConfigError([f"{k}: unknown key {k[len(ENV_PREFIX):].lower().replace('__', '.')!r}" for k in unknown])
+
+    saved = None
+    if environ is not None:  # validate against the given mapping, not the process env
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(environ)
+    try:
+        return _Effective(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, file_data, path)) from None
+    finally:
+        if saved is not None:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def _explain(exc: ValidationError, file_data: dict[str, Any], path: str | Path | None) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not str(p).startswith("function-after")]
+        key = ".".join(loc) if loc else "(settings)"
+        env_name = ENV_PREFIX + "__".join(p.upper() for p in loc) if loc else ""
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key" + (f" in {path}" if path and _has_key(file_data, loc) else f" ({env_name})"))
+            continue
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" (got {value!r})"
+        if loc and loc[-1] in ("password", "token"):
+            shown = " (got **********)"
+        where = f"; set it with {env_name}" if env_name else ""
+        if path and loc and _has_key(file_data, loc):
+            where += f" or in {path}"
+        lines.append(f"{key}: {msg}{shown}{where}")
+    return lines
+
+
+def _has_key(data: dict[str, Any], loc: list[str]) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -1,0 +1,50 @@
+"""Policies: frame + instruction -> Decision. Chosen by ``policy.kind``.
+
+``decide`` is synchronous and may be CPU-heavy; the pipeline calls it in a
+worker thread. Backends are named with their import path so that only the
+selected one is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..actions import Action
+from ..config import Settings
+from ..frames import Frame
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    model: str
+    stages_ms: dict[str, float] = field(default_factory=dict)  # time per policy step
+
+
+class Policy(Protocol):
+    name: str
+
+    def decide(self, frame: Frame, instruction: str) -> Decision: ...
+
+    def close(self) -> None: ...
+
+
+_POLICIES: dict[str, str] = {
+    "onnx": "edge_vla.policy.onnx:OnnxPolicy",
+    "oracle": "edge_vla.policy.oracle:OraclePolicy",
+}
+
+
+def register(kind: str, target: str) -> None:
+    _POLICIES[kind] = target
+
+
+def create_policy(settings: Settings, **extra: Any) -> Policy:
+    """``extra`` carries what some policies need from the wiring (the oracle needs the sim world)."""
+    target = _POLICIES.get(settings.policy.kind)
+    if target is None:
+        raise ValueError(f"unknown policy.kind {settings.policy.kind!r}; known: {', '.join(sorted(_POLICIES))}")
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)(settings, **extra)

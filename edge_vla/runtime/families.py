@@ -1,0 +1,35 @@
+"""Model families by manifest ``family`` name, each a runtime class imported on demand."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol
+
+import numpy as np
+
+from ..actions import Action
+from ..config import ModelConfig
+from .bundle import Bundle, BundleError
+
+_FAMILIES: dict[str, str] = {"heads": "edge_vla.runtime.heads:HeadsRuntime"}
+
+
+class Runtime(Protocol):
+    name: str
+
+    def infer(self, image: np.ndarray, instruction: str) -> tuple[Action, dict[str, float]]:
+        """One action for one RGB frame, plus the time each step took in ms."""
+
+
+def register(family: str, target: str) -> None:
+    _FAMILIES[family] = target
+
+
+def load_runtime(cfg: ModelConfig) -> Runtime:
+    bundle = Bundle.load(cfg.path)
+    target = _FAMILIES.get(bundle.manifest.family)
+    if target is None:
+        raise BundleError(f"model bundle {cfg.path}: unknown family {bundle.manifest.family!r}; "
+                          f"known: {', '.join(sorted(_FAMILIES))}")
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)(bundle, cfg)
