@@ -1,0 +1,192 @@
+"""One stream's loop: source -> sampler -> policy (worker thread) -> action check -> sinks.
+
+The source fills a one-frame slot on its own; this loop takes the newest frame
+whenever the policy is free, so a slow policy skips frames instead of queueing
+them. Every action carries its latency breakdown, measured from the frame's
+capture time with the monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from .actions import ActionMessage
+from .config import Settings
+from .frames import BadFrame, Frame, FrameSlot, check_image
+from .latency import LatencyLog
+from .mqtt import Feedback
+from .policy import Decision, Policy
+from .sampler import Sampler
+from .sources import Source
+
+log = structlog.get_logger(__name__)
+
+
+class ActionSink(Protocol):
+    """Where actions go: MQTT, a WebRTC data channel. ``send`` must not block."""
+
+    def send(self, msg: ActionMessage, deadline_mono: float) -> bool: ...
+
+
+@dataclass
+class StreamStats:
+    bad_frames: int = 0
+    decisions: int = 0
+    actions_sent: int = 0
+    actions_stale: int = 0  # decided too late to be useful: never sent
+    policy_errors: int = 0
+    policy_timeouts: int = 0
+    skipped_busy: int = 0  # frames passed over while a hung inference still runs
+    source_errors: int = 0
+    feedback: dict[str, int] = field(default_factory=lambda: {"executed": 0, "failed": 0, "rejected": 0})
+    last_frame_mono: float | None = None
+    last_decision_mono: float | None = None
+    started_mono: float = field(default_factory=time.monotonic)
+
+
+class StreamPipeline:
+    def __init__(self, stream: str, source: Source, policy: Policy, settings: Settings,
+                 sinks: list[ActionSink], executor: concurrent.futures.Executor | None = None):
+        self.stream = stream
+        self.source = source
+        self.policy = policy
+        self.settings = settings
+        self.sinks = sinks
+        self.sampler = Sampler(settings.sampler)
+        self.stats = StreamStats()
+        self.latency = LatencyLog()
+        self.goal: str | None = None
+        self.slot: FrameSlot | None = None
+        self._seq = 0
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"policy-{stream}")
+        self._own_executor = executor is None
+        self._inflight: concurrent.futures.Future | None = None
+        self._inflight_since: float | None = None
+        self._log = log.bind(stream=stream)
+
+    # -- health -----------------------------------------------------------------
+    def health(self, now: float | None = None) -> tuple[bool, str]:
+        now = time.monotonic() if now is None else now
+        wd = self.settings.watchdog
+        if self._inflight_since is not None and now - self._inflight_since > wd.max_policy_age_s:
+            return False, f"inference running for {now - self._inflight_since:.1f}s"
+        last_frame = self.stats.last_frame_mono or self.stats.started_mono
+        if now - last_frame > wd.max_frame_age_s:
+            return False, f"no frame for {now - last_frame:.1f}s"
+        last_decision = self.stats.last_decision_mono or self.stats.started_mono
+        if now - last_decision > wd.max_policy_age_s:
+            return False, f"no policy decision for {now - last_decision:.1f}s"
+        return True, "ok"
+
+    # -- inbound ----------------------------------------------------------------
+    def on_feedback(self, fb: Feedback) -> None:
+        self.stats.feedback[fb.status] += 1
+        self._log.debug("feedback.received", action_id=fb.action_id, status=fb.status)
+
+    def set_goal(self, instruction: str | None) -> None:
+        self.goal = instruction
+        self._log.info("goal.set", instruction=instruction)
+
+    # -- the loop ---------------------------------------------------------------
+    async def run(self) -> None:
+        self.slot = FrameSlot()
+        source_task = asyncio.create_task(self._run_source(self.slot), name=f"source-{self.stream}")
+        last_seq = -1
+        try:
+            while True:
+                frame = await self.slot.next(last_seq)
+                if frame is None:
+                    self._log.info("stream.ended")
+                    break
+                last_seq = frame.seq
+                await self.handle(frame)
+        finally:
+            source_task.cancel()
+            await asyncio.gather(source_task, return_exceptions=True)
+            if self._own_executor:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run_source(self, slot: FrameSlot) -> None:
+        try:
+            await self.source.run(slot)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.source_errors += 1
+            self._log.error("source.failed", error=str(exc), error_type=type(exc).__name__)
+        finally:
+            slot.close()
+
+    async def handle(self, frame: Frame) -> None:
+        self.stats.last_frame_mono = frame.t_capture
+        try:
+            check_image(frame.image)
+        except BadFrame as exc:
+            self.stats.bad_frames += 1
+            self._log.warning("frame.rejected", error=str(exc), seq=frame.seq)
+            return
+        if self._inflight is not None:  # an abandoned inference still holds the worker
+            if not self._inflight.done():
+                self.stats.skipped_busy += 1
+                return
+            self._inflight = None
+            self._inflight_since = None
+        if not self.sampler.offer(frame):
+            return
+        frame = frame.stamp("sampled")
+        decision = await self._decide(frame)
+        if decision is not None:
+            self.emit(frame, decision)
+
+    async def _decide(self, frame: Frame) -> Decision | None:
+        instruction = self.goal or frame.instruction or self.settings.policy.default_instruction
+        self._inflight_since = time.monotonic()
+        fut = self._executor.submit(self.policy.decide, frame, instruction)
+        try:
+            decision = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)),
+                                              self.settings.model.timeout_s)
+        except asyncio.TimeoutError:
+            self.stats.policy_timeouts += 1
+            self._inflight = fut  # keep it: no new work until the hung call returns
+            self._log.error("policy.timeout", timeout_s=self.settings.model.timeout_s, seq=frame.seq)
+            return None
+        except Exception as exc:
+            self.stats.policy_errors += 1
+            self._inflight_since = None
+            self._log.error("policy.error", error=str(exc), error_type=type(exc).__name__, seq=frame.seq)
+            return None
+        self._inflight_since = None
+        self.stats.decisions += 1
+        self.stats.last_decision_mono = time.monotonic()
+        return decision
+
+    def emit(self, frame: Frame, decision: Decision) -> ActionMessage | None:
+        now = time.monotonic()
+        deadline_mono = frame.t_capture + self.settings.policy.action_deadline_s
+        if now >= deadline_mono:
+            self.stats.actions_stale += 1
+            self._log.warning("action.stale", age_ms=(now - frame.t_capture) * 1e3, seq=frame.seq)
+            return None
+        sampled = frame.stamps["sampled"]
+        latency = {"wait": (sampled - frame.t_capture) * 1e3, **decision.stages_ms,
+                   "policy": (now - sampled) * 1e3, "total": (now - frame.t_capture) * 1e3}
+        latency = {k: round(v, 3) for k, v in latency.items()}
+        wall_now = time.time()
+        msg = ActionMessage(
+            **decision.action.fields(), seq=self._seq, stream=self.stream, frame_ts=frame.wall_ts,
+            published_ts=wall_now, deadline=frame.wall_ts + self.settings.policy.action_deadline_s,
+            model=decision.model, latency_ms=latency,
+        )
+        self._seq += 1
+        sent = [sink.send(msg, deadline_mono) for sink in self.sinks]
+        if any(sent):
+            self.stats.actions_sent += 1
+        self.latency.add(latency)
+        self._log.debug("action.sent", id=msg.id, type=msg.type, total_ms=latency["total"])
+        return msg

@@ -1,0 +1,47 @@
+"""Frame sources, chosen by ``source.kind``.
+
+A source produces Frames into a FrameSlot and never waits for the consumer.
+Backends are named here with their import path, so selecting one imports only
+what it needs (PyAV for files and cameras, the simulator for ``sim``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Protocol
+
+from ..config import SourceConfig
+from ..frames import FrameSlot
+
+_BACKENDS: dict[str, str] = {
+    "file": "edge_vla.sources.av:FileSource",
+    "rtsp": "edge_vla.sources.av:LiveSource",
+    "camera": "edge_vla.sources.av:LiveSource",
+    "lavfi": "edge_vla.sources.av:LavfiSource",
+    "sim": "edge_vla.sources.sim:SimSource",
+}
+
+
+class Source(Protocol):
+    """What the pipeline needs from a source."""
+
+    kind: str
+    decode_errors: int  # frames or packets that could not be decoded, skipped
+
+    async def run(self, slot: FrameSlot) -> None:
+        """Produce frames into ``slot`` until the input ends (then close the slot) or the
+        task is cancelled. Live inputs reconnect by themselves with backoff."""
+
+
+def register(kind: str, target: str) -> None:
+    """Make ``source.kind = kind`` build ``target`` ("module:Class")."""
+    _BACKENDS[kind] = target
+
+
+def create_source(cfg: SourceConfig, **extra) -> Source:
+    try:
+        target = _BACKENDS[cfg.kind]
+    except KeyError:
+        raise ValueError(f"unknown source.kind {cfg.kind!r}; known: {', '.join(sorted(_BACKENDS))}") from None
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)(cfg, **extra)
