@@ -6,6 +6,7 @@ It reads the world's ground truth instead of the frame, so it only works with
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from ..config import Settings
@@ -16,14 +17,16 @@ from . import Decision
 class OraclePolicy:
     name = "sim-oracle"
 
-    def __init__(self, settings: Settings, world=None, **_: object):
+    def __init__(self, settings: Settings, world=None, world_lock=None, **_: object):
         if world is None:
             raise ValueError("policy.kind=oracle needs source.kind=sim (it reads the simulator's ground truth)")
         self.world = world
+        self.lock = world_lock or contextlib.nullcontext()
 
     def decide(self, frame: Frame, instruction: str) -> Decision:
         t0 = time.perf_counter()
-        action = self.world.oracle()
+        with self.lock:  # the render thread and the executor change the world too
+            action = self.world.oracle()
         return Decision(action=action, model=self.name, stages_ms={"model": (time.perf_counter() - t0) * 1e3})
 
     def close(self) -> None:
