@@ -215,7 +215,8 @@ class MqttLink:
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
         if self._connected.is_set():
             self.stats.disconnects += 1
-            self._log.warning("mqtt.disconnected", reason=str(reason_code))
+            level = self._log.info if reason_code == 0 else self._log.warning  # 0: we asked to leave
+            level("mqtt.disconnected", reason=str(reason_code))
         self._connected.clear()
 
     def _drop_inflight_actions(self) -> None:

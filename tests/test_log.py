@@ -1,9 +1,16 @@
 import io
 import json
 
+import pytest
 import structlog
 
 from edge_vla import log
+
+
+@pytest.fixture(autouse=True)
+def restore_structlog():
+    yield
+    structlog.reset_defaults()  # other tests capture logs with the default setup
 
 
 class Tty(io.StringIO):

@@ -1,0 +1,165 @@
+"""Wiring and lifecycle: build the stages from Settings, run them, stop cleanly.
+
+Startup: policy and source first (a bad model or source is a configuration
+error, exit 78), then MQTT (connects in the background; the daemon serves
+without a broker and drops actions meanwhile), HTTP, sd_notify READY. The
+WATCHDOG ping is sent only while every stream is healthy, so systemd restarts
+a daemon whose frames stopped or whose inference hung. SIGTERM/SIGINT: stop
+taking frames, let the running inference finish briefly, publish ``offline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import structlog
+
+from .config import Settings
+from .mqtt import MqttLink, parse_feedback, parse_goal
+from .pipeline import StreamPipeline
+from .policy import create_policy
+from .sdnotify import Notifier
+from .sources import create_source
+
+log = structlog.get_logger(__name__)
+
+DRAIN_S = 1.0
+
+
+class StartupError(Exception):
+    """The daemon cannot start with this configuration (exit 78)."""
+
+
+class Daemon:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None):
+        self.settings = settings
+        self.notifier = notifier or Notifier.from_env()
+        self.link: MqttLink | None = None
+        self.pipelines: dict[str, StreamPipeline] = {}
+        self.extra_links: list[MqttLink] = []
+        self._http = None
+        self._stop = asyncio.Event()
+        self.started_mono = time.monotonic()
+
+    # -- health -------------------------------------------------------------------
+    def stream_health(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, p in self.pipelines.items():
+            ok, reason = p.health()
+            out[name] = {"healthy": ok, "reason": reason}
+        return out
+
+    def health(self) -> tuple[bool, str]:
+        if not self.pipelines:
+            return False, "no stream running"
+        bad = [f"{n}: {h['reason']}" for n, h in self.stream_health().items() if not h["healthy"]]
+        return (False, "; ".join(bad)) if bad else (True, "ok")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- lifecycle ----------------------------------------------------------------
+    def build(self) -> StreamPipeline:
+        s = self.settings
+        try:
+            source = create_source(s.source)
+            policy = create_policy(s, world=getattr(source, "world", None),
+                                   world_lock=getattr(source, "lock", None))
+        except Exception as exc:
+            raise StartupError(str(exc)) from exc
+        self.link = MqttLink(s.mqtt, s.device_id)
+        pipeline = StreamPipeline(s.source.stream, source, policy, s, sinks=[self.link])
+        self.pipelines[pipeline.stream] = pipeline
+        self.link.subscribe(self.link.topic("+", "feedback"), self._on_feedback)
+        self.link.subscribe(self.link.topic("+", "goal"), self._on_goal)
+        if s.source.kind == "sim" and s.source.execute:
+            from .sources.sim import SimExecutorLink
+
+            sim_link = MqttLink(s.mqtt, s.device_id, client_id=f"edge-vla-sim-{s.device_id}", availability=False)
+            self.sim_executor = SimExecutorLink(source, sim_link, pipeline.stream)
+            self.extra_links.append(sim_link)
+        return pipeline
+
+    async def run(self, seconds: float | None = None) -> int:
+        pipeline = self.build()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+        assert self.link is not None
+        self.link.start()
+        if getattr(self, "sim_executor", None):
+            self.sim_executor.start()
+        if self.settings.http.enabled:
+            from .http.app import start_http
+
+            self._http = await start_http(self, self.settings.http.host, self.settings.http.port)
+        tasks = {asyncio.create_task(p.run(), name=f"stream-{n}") for n, p in self.pipelines.items()}
+        watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        self.notifier.ready()
+        self.notifier.status(f"serving {len(self.pipelines)} stream(s)")
+        log.info("daemon.ready", device_id=self.settings.device_id, streams=list(self.pipelines),
+                 source=self.settings.source.kind, model=getattr(pipeline.policy, "name", "?"))
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({stopper, *tasks}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await self.shutdown(tasks | {watchdog, stopper})
+        return 0
+
+    async def shutdown(self, tasks: set[asyncio.Task]) -> None:
+        self.notifier.stopping()
+        log.info("daemon.stopping")
+        for p in self.pipelines.values():
+            if p.slot is not None:
+                p.slot.close()  # no new frames; an inference already running may still publish
+        done, pending = await asyncio.wait(tasks, timeout=DRAIN_S)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for p in self.pipelines.values():
+            p.policy.close()
+        if self._http is not None:
+            await self._http.cleanup()
+        for link in [*self.extra_links, self.link]:
+            if link is not None:
+                await asyncio.to_thread(link.stop)
+        log.info("daemon.stopped")
+
+    async def _watchdog(self) -> None:
+        interval = min(self.notifier.watchdog_interval or 1.0, 1.0)
+        was_ok = True
+        while True:
+            ok, reason = self.health()
+            if ok:
+                self.notifier.watchdog()
+            if ok != was_ok:
+                log.log(20 if ok else 30, "daemon.healthy" if ok else "daemon.unhealthy", reason=reason)
+                if self.link is not None:
+                    self.link.event("healthy" if ok else "unhealthy", reason=reason)
+                self.notifier.status("serving" if ok else f"unhealthy: {reason}")
+            was_ok = ok
+            await asyncio.sleep(interval)
+
+    # -- inbound MQTT -------------------------------------------------------------
+    def _stream_of(self, topic: str) -> StreamPipeline | None:
+        parts = topic.split("/")
+        return self.pipelines.get(parts[-2]) if len(parts) >= 2 else None
+
+    def _on_feedback(self, topic: str, payload: bytes) -> None:
+        pipeline = self._stream_of(topic)
+        fb = parse_feedback(payload)
+        if pipeline is not None:
+            pipeline.on_feedback(fb)
+
+    def _on_goal(self, topic: str, payload: bytes) -> None:
+        pipeline = self._stream_of(topic)
+        goal = parse_goal(payload)
+        if pipeline is not None:
+            pipeline.set_goal(goal)
+

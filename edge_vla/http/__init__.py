@@ -1,0 +1,1 @@
+"""The daemon's HTTP server (aiohttp): health, metrics, and (later) WHIP ingest."""

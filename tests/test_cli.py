@@ -1,0 +1,43 @@
+"""The user-facing commands, run as a newcomer would: demo and bench end to end."""
+
+import json
+import os
+import subprocess
+
+from .conftest import EDGE_VLA
+
+
+def run(*args, timeout=120):
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_VLA_")}
+    return subprocess.run([EDGE_VLA, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_demo_closes_the_loop_with_the_shipped_model():
+    r = run("demo", "--seconds", "4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    acted = [line for line in lines if line.strip().startswith("#")]
+    assert len(acted) >= 4 and "glass-to-action" in acted[0]
+    summary = next(line for line in lines if " actions in " in line)
+    assert "0 invalid" in summary
+    assert any(line.startswith("glass_to_action") for line in lines)
+
+
+def test_bench_json_reports_stages_and_glass_to_action():
+    r = run("bench", "--seconds", "4", "--json", "--width", "640", "--height", "360")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    lat = rep["latency_ms"]
+    for stage in ("wait", "preprocess", "model", "decode", "policy", "total", "glass_to_action"):
+        assert lat[stage]["n"] > 0 and lat[stage]["p50"] <= lat[stage]["p95"] <= lat[stage]["max"]
+    assert lat["glass_to_action"]["p50"] >= lat["total"]["p50"]
+    assert rep["actions_received"] > 0 and rep["invalid_actions"] == 0
+    assert rep["peak_rss_mb"] > 0 and rep["streams"]["default"]["frames"] > 30
+
+
+def test_bench_on_a_lavfi_source_with_the_oracle_rejected():
+    r = run("bench", "--seconds", "3", "--source", "lavfi", "--width", "320", "--height", "240")
+    assert r.returncode == 0, r.stderr
+    assert "glass_to_action" in r.stdout and "frames" in r.stdout
+    r = run("bench", "--seconds", "2", "--source", "lavfi", "--policy", "oracle")
+    assert r.returncode == 78 and "cannot start: policy.kind=oracle needs source.kind=sim" in r.stderr
