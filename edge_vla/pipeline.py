@@ -12,7 +12,7 @@ import asyncio
 import concurrent.futures
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import structlog
 
@@ -62,6 +62,9 @@ class StreamPipeline:
         self.stats = StreamStats()
         self.latency = LatencyLog()
         self.goal: str | None = None
+        # Side consumers (memory, verification): called on the loop, must only enqueue.
+        self.on_sampled: list[Callable[[Frame], None]] = []
+        self.on_action: list[Callable[[Frame, ActionMessage], None]] = []
         self.slot: FrameSlot | None = None
         self._seq = 0
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"policy-{stream}")
@@ -140,6 +143,7 @@ class StreamPipeline:
         if not self.sampler.offer(frame):
             return
         frame = frame.stamp("sampled")
+        self._notify(self.on_sampled, frame)
         decision = await self._decide(frame)
         if decision is not None:
             self.emit(frame, decision)
@@ -189,4 +193,12 @@ class StreamPipeline:
             self.stats.actions_sent += 1
         self.latency.add(latency)
         self._log.debug("action.sent", id=msg.id, type=msg.type, total_ms=latency["total"])
+        self._notify(self.on_action, frame, msg)
         return msg
+
+    def _notify(self, hooks: list, *args) -> None:
+        for hook in hooks:
+            try:
+                hook(*args)
+            except Exception:  # a side consumer must never stop the action loop
+                self._log.exception("pipeline.hook_error", hook=getattr(hook, "__qualname__", repr(hook)))
