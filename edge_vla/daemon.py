@@ -11,6 +11,7 @@ taking frames, let the running inference finish briefly, publish ``offline``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import signal
 import time
 from typing import Any
@@ -19,10 +20,10 @@ import structlog
 
 from .config import Settings
 from .mqtt import MqttLink, parse_feedback, parse_goal
-from .pipeline import StreamPipeline
+from .pipeline import ActionSink, StreamPipeline
 from .policy import create_policy
 from .sdnotify import Notifier
-from .sources import create_source
+from .sources import Source, create_source
 
 log = structlog.get_logger(__name__)
 
@@ -33,15 +34,27 @@ class StartupError(Exception):
     """The daemon cannot start with this configuration (exit 78)."""
 
 
+class StreamExists(Exception):
+    pass
+
+
 class Daemon:
     def __init__(self, settings: Settings, notifier: Notifier | None = None):
         self.settings = settings
         self.notifier = notifier or Notifier.from_env()
         self.link: MqttLink | None = None
+        self.policy = None
         self.pipelines: dict[str, StreamPipeline] = {}
         self.extra_links: list[MqttLink] = []
+        self.sim_executor = None
+        self.whip = None
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._fixed_stream: str | None = None  # the configured source's stream; its end stops the daemon
         self._http = None
         self._stop = asyncio.Event()
+        # one inference at a time across all streams: two cores, and ONNX Runtime
+        # already spreads one call over model.intra_threads
+        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="policy")
         self.started_mono = time.monotonic()
 
     # -- health -------------------------------------------------------------------
@@ -54,6 +67,8 @@ class Daemon:
 
     def health(self) -> tuple[bool, str]:
         if not self.pipelines:
+            if self.settings.source.kind == "webrtc":
+                return True, "waiting for WHIP publishers"
             return False, "no stream running"
         bad = [f"{n}: {h['reason']}" for n, h in self.stream_health().items() if not h["healthy"]]
         return (False, "; ".join(bad)) if bad else (True, "ok")
@@ -61,30 +76,53 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
+    # -- streams ------------------------------------------------------------------
+    def add_stream(self, name: str, source: Source, sinks: list[ActionSink] = ()) -> StreamPipeline:
+        """Start a pipeline for ``name`` (a WHIP peer, or the configured source)."""
+        if name in self.pipelines:
+            raise StreamExists(name)
+        assert self.link is not None and self.policy is not None
+        pipeline = StreamPipeline(name, source, self.policy, self.settings, sinks=[self.link, *sinks],
+                                  executor=self.executor)
+        self.pipelines[name] = pipeline
+        self._tasks[name] = asyncio.get_running_loop().create_task(pipeline.run(), name=f"stream-{name}")
+        log.info("stream.added", stream=name, source=source.kind)
+        return pipeline
+
+    async def remove_stream(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        pipeline = self.pipelines.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if pipeline is not None:
+            log.info("stream.removed", stream=name)
+
     # -- lifecycle ----------------------------------------------------------------
-    def build(self) -> StreamPipeline:
+    def build(self) -> Source | None:
+        """Create policy, MQTT link and the configured source; a bad model or source is StartupError."""
         s = self.settings
+        source = None
         try:
-            source = create_source(s.source)
-            policy = create_policy(s, world=getattr(source, "world", None),
-                                   world_lock=getattr(source, "lock", None))
+            if s.source.kind != "webrtc":  # WHIP peers bring their own streams
+                source = create_source(s.source)
+            self.policy = create_policy(s, world=getattr(source, "world", None),
+                                        world_lock=getattr(source, "lock", None))
         except Exception as exc:
             raise StartupError(str(exc)) from exc
         self.link = MqttLink(s.mqtt, s.device_id)
-        pipeline = StreamPipeline(s.source.stream, source, policy, s, sinks=[self.link])
-        self.pipelines[pipeline.stream] = pipeline
         self.link.subscribe(self.link.topic("+", "feedback"), self._on_feedback)
         self.link.subscribe(self.link.topic("+", "goal"), self._on_goal)
         if s.source.kind == "sim" and s.source.execute:
             from .sources.sim import SimExecutorLink
 
             sim_link = MqttLink(s.mqtt, s.device_id, client_id=f"edge-vla-sim-{s.device_id}", availability=False)
-            self.sim_executor = SimExecutorLink(source, sim_link, pipeline.stream)
+            self.sim_executor = SimExecutorLink(source, sim_link, s.source.stream)
             self.extra_links.append(sim_link)
-        return pipeline
+        return source
 
     async def run(self, seconds: float | None = None) -> int:
-        pipeline = self.build()
+        source = self.build()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -93,37 +131,45 @@ class Daemon:
                 pass
         assert self.link is not None
         self.link.start()
-        if getattr(self, "sim_executor", None):
+        if self.sim_executor is not None:
             self.sim_executor.start()
         if self.settings.http.enabled:
             from .http.app import start_http
 
-            self._http = await start_http(self, self.settings.http.host, self.settings.http.port)
-        tasks = {asyncio.create_task(p.run(), name=f"stream-{n}") for n, p in self.pipelines.items()}
+            self._http = await start_http(self)
+        if source is not None:
+            self._fixed_stream = self.settings.source.stream
+            self.add_stream(self._fixed_stream, source)
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         self.notifier.ready()
         self.notifier.status(f"serving {len(self.pipelines)} stream(s)")
         log.info("daemon.ready", device_id=self.settings.device_id, streams=list(self.pipelines),
-                 source=self.settings.source.kind, model=getattr(pipeline.policy, "name", "?"))
-        stopper = asyncio.create_task(self._stop.wait())
+                 source=self.settings.source.kind, model=getattr(self.policy, "name", "?"))
+        waits = {asyncio.create_task(self._stop.wait())}
+        if self._fixed_stream is not None:
+            waits.add(self._tasks[self._fixed_stream])
         try:
-            await asyncio.wait({stopper, *tasks}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await self.shutdown(tasks | {watchdog, stopper})
+            await self.shutdown(waits | {watchdog})
         return 0
 
     async def shutdown(self, tasks: set[asyncio.Task]) -> None:
         self.notifier.stopping()
         log.info("daemon.stopping")
+        if self.whip is not None:
+            await self.whip.close_all()
         for p in self.pipelines.values():
             if p.slot is not None:
                 p.slot.close()  # no new frames; an inference already running may still publish
+        tasks = tasks | set(self._tasks.values())
         done, pending = await asyncio.wait(tasks, timeout=DRAIN_S)
         for t in pending:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for p in self.pipelines.values():
-            p.policy.close()
+        if self.policy is not None:
+            self.policy.close()
+        self.executor.shutdown(wait=False, cancel_futures=True)
         if self._http is not None:
             await self._http.cleanup()
         for link in [*self.extra_links, self.link]:

@@ -30,9 +30,10 @@ def make_app(daemon: "Daemon") -> web.Application:
     return app
 
 
-async def start_http(daemon: "Daemon", host: str, port: int) -> web.AppRunner:
+async def start_http(daemon: "Daemon") -> web.AppRunner:
+    cfg = daemon.settings.http
     runner = web.AppRunner(make_app(daemon), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()
     return runner
