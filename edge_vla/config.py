@@ -106,18 +106,52 @@ class HttpConfig(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    token: SecretStr | None = None
+    token: SecretStr | None = Field(None, description="bearer token for WHIP")
+    token_file: Path | None = Field(None, description="file holding the token (e.g. a systemd credential)")
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"], description="origins allowed to publish")
+    max_body: int = Field(65536, ge=1024, le=1 << 24, description="largest request body (SDP) in bytes")
+    rate_per_s: float = Field(10.0, gt=0, description="WHIP requests per second per client address")
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> "HttpConfig":
-        if self.enabled and self.host not in ("127.0.0.1", "localhost", "::1") and self.token is None:
-            raise ValueError("http.token is required when http.host is not a loopback address")
+        loopback = self.host in ("127.0.0.1", "localhost", "::1")
+        if self.enabled and not loopback and self.token is None and self.token_file is None:
+            raise ValueError("http.token (or http.token_file) is required when http.host is not a loopback address")
         return self
+
+    def bearer_token(self) -> str | None:
+        """The WHIP token: ``token``, else the first line of ``token_file``, else None (open)."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            return self.token_file.read_text().strip() or None
+        return None
+
+
+class WebRtcConfig(_Section):
+    ice_servers: list[str] = Field(default_factory=list, description="STUN/TURN URLs; none by default")
+    host_addresses: list[str] | None = Field(
+        None, description="addresses for host ICE candidates; unset: every interface but loopback")
+    max_peers: int = Field(4, ge=1, le=64, description="concurrent WHIP sessions; more get 503")
+    peer_timeout_s: float = Field(5.0, gt=0, description="close a session that sent no frame this long")
+    read_timecode: bool = Field(False, description="read the capture time a publisher drew into the frame")
 
 
 class MemoryConfig(_Section):
-    enabled: bool = False
-    path: Path = Path("edge-vla-memory.db")
+    enabled: bool = Field(False, description="store sampled frames (embeddings, thumbnails) and actions")
+    path: Path = Field(Path("edge-vla-memory.db"), description="the SQLite + sqlite-vec database file")
+    batch_size: int = Field(16, ge=1, le=10_000, description="frames per write transaction")
+    flush_interval_s: float = Field(1.0, gt=0, le=60, description="longest a frame waits to be written")
+    queue_max: int = Field(256, ge=1, le=100_000, description="frames waiting for the writer; oldest dropped beyond")
+    max_age_s: float | None = Field(7 * 86400.0, gt=0, description="live frames older than this are deleted")
+    max_bytes: int | None = Field(2 * 1024**3, gt=0, description="database size above which the oldest live frames go")
+    retain_every_s: float = Field(60.0, gt=0, description="how often retention runs")
+    thumb_width: int = Field(160, ge=0, le=1920, description="live thumbnail width (JPEG); 0: none")
+    golden_width: int = Field(640, ge=64, le=3840, description="golden run reference thumbnail width (PNG)")
+    record: str | None = Field(None, min_length=1, description="record this run as golden run NAME")
+    regress: str | None = Field(None, min_length=1, description="compare the live stream with golden run NAME; "
+                                "regressions go to P/events")
+    replay_run: str | None = Field(None, min_length=1, description="policy.kind=replay: the golden run to follow")
 
 
 class LogConfig(_Section):
@@ -143,6 +177,7 @@ class Settings(BaseSettings):
     model: ModelConfig = ModelConfig()
     policy: PolicyConfig = PolicyConfig()
     http: HttpConfig = HttpConfig()
+    webrtc: WebRtcConfig = WebRtcConfig()
     memory: MemoryConfig = MemoryConfig()
     log: LogConfig = LogConfig()
     watchdog: WatchdogConfig = WatchdogConfig()

@@ -180,6 +180,10 @@ class StreamPipeline:
         sampled = frame.stamps["sampled"]
         latency = {"wait": (sampled - frame.t_capture) * 1e3, **decision.stages_ms,
                    "policy": (now - sampled) * 1e3, "total": (now - frame.t_capture) * 1e3}
+        arrival = frame.stamps.get("arrival")
+        if arrival is not None:  # a network source: capture (from the picture) to arrival, and after
+            latency["transport"] = (arrival - frame.t_capture) * 1e3
+            latency["arrival_to_action"] = (now - arrival) * 1e3
         latency = {k: round(v, 3) for k, v in latency.items()}
         wall_now = time.time()
         msg = ActionMessage(

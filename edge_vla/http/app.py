@@ -1,21 +1,51 @@
-"""aiohttp application: ``/healthz`` and ``/metrics``."""
+"""aiohttp application: ``/healthz``, ``/metrics``, WHIP ingest and the ``/publish`` page."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .. import metrics
+from ..sources.webrtc import use_host_addresses
+from .whip import WhipService
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
 
-MAX_BODY = 256 * 1024
+STATIC = Path(__file__).parent / "static"
+
+
+def cors_middleware(origins: list[str]):
+    """Let a page on another origin publish by WHIP: answer preflights, expose Location."""
+
+    @web.middleware
+    async def cors(request: web.Request, handler):
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and ("*" in origins or origin in origins)
+        if request.method == "OPTIONS" and request.path.startswith("/whip/"):
+            response = web.Response(status=204)
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                response = web.Response(status=exc.status, text=(exc.text or exc.reason) + "\n",
+                                        headers={k: v for k, v in exc.headers.items() if k != "Content-Type"})
+        if allowed and request.path.startswith("/whip/"):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Methods"] = "POST, DELETE, PATCH, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Expose-Headers"] = "Location"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return cors
 
 
 def make_app(daemon: "Daemon") -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+    cfg = daemon.settings.http
+    app = web.Application(client_max_size=cfg.max_body, middlewares=[cors_middleware(cfg.cors_origins)])
 
     async def healthz(_request: web.Request) -> web.Response:
         ok, reason = daemon.health()
@@ -25,15 +55,23 @@ def make_app(daemon: "Daemon") -> web.Application:
     async def prometheus(_request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(daemon), headers={"Content-Type": metrics.CONTENT_TYPE})
 
+    async def publish_page(_request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "publish.html")
+
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", prometheus)
+    app.router.add_get("/publish", publish_page)
+    daemon.whip = WhipService(daemon)
+    daemon.whip.add_routes(app)
     return app
 
 
 async def start_http(daemon: "Daemon") -> web.AppRunner:
     cfg = daemon.settings.http
+    use_host_addresses(daemon.settings.webrtc.host_addresses)
     runner = web.AppRunner(make_app(daemon), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()
+    daemon.whip.start()
     return runner
