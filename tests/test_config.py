@@ -36,7 +36,7 @@ def test_config_file_from_environment(tmp_path):
     ("[mqtt]\nport = 70000\n", "mqtt.port: Input should be less than or equal to 65535"),
     ("[sampler]\nmin_fps = 20\nmax_fps = 5\n", "min_fps must not exceed"),
     ("[source]\nkind = 'file'\n", "source.uri is required"),
-    ("[http]\nhost = '0.0.0.0'\n", "http.token is required"),
+    ("[http]\nhost = '0.0.0.0'\n", "http.token (or http.token_file) is required"),
 ])
 def test_bad_file_gives_readable_error(tmp_path, content, expect):
     f = tmp_path / "c.toml"
