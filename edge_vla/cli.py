@@ -72,7 +72,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _observe(args: argparse.Namespace, settings: Settings, on_action=None):
+def _observe(args: argparse.Namespace, settings: Settings, on_action=None, codec: str = "vp8"):
     from . import harness
     from .broker import BrokerUnavailable
     from .daemon import StartupError
@@ -80,7 +80,7 @@ def _observe(args: argparse.Namespace, settings: Settings, on_action=None):
     settings = harness.with_free_http_port(settings)
     try:
         with harness.private_broker(settings, use_private=not args.external_broker) as s:
-            return asyncio.run(harness.observe(s, args.seconds, on_action=on_action))
+            return asyncio.run(harness.observe(s, args.seconds, on_action=on_action, codec=codec))
     except BrokerUnavailable as exc:
         print(f"edge-vla: {exc} (or pass --external-broker with mqtt.host/mqtt.port set)", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
@@ -125,17 +125,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.policy:
         overrides["policy"] = {"kind": args.policy}
     settings = _settings(args, **overrides)
+    if args.source == "webrtc":
+        settings = harness.for_webrtc(settings)
     log.configure("warning", "json")
-    rep = harness.report(_observe(args, settings))
+    rep = harness.report(_observe(args, settings, codec=args.codec))
     if args.json:
         print(json.dumps(rep, indent=2))
     else:
-        print(f"edge-vla bench: source={args.source} {args.width}x{args.height}@{args.fps:g} "
+        codec = f" {args.codec}" if args.source == "webrtc" else ""
+        print(f"edge-vla bench: source={args.source}{codec} {args.width}x{args.height}@{args.fps:g} "
               f"model={settings.model.path.name} seconds={rep['seconds']}")
         print(format_table(rep["latency_ms"]))
         for name, st in rep["streams"].items():
             print(f"stream {name}: frames {st['frames']}, overwritten {st['frames_overwritten']}, "
                   f"sampled {st['frames_sampled']}, actions {st['actions_sent']}, stale {st['actions_stale']}")
+        for m in rep["glass_to_action_by_minute"]:
+            print(f"minute {m['minute']}: glass-to-action p50 {m['p50']:.1f} ms, p95 {m['p95']:.1f} ms (n={m['n']})")
         print(f"actions/s {rep['actions_per_s']}, invalid {rep['invalid_actions']}, "
               f"CPU {rep['cpu_percent_of_one_core']}% of one core, peak RSS {rep['peak_rss_mb']} MB")
     return 0
@@ -174,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "demo":
             sp.add_argument("--seed", type=int, default=0)
         else:
-            sp.add_argument("--source", default="sim", choices=["sim", "file", "lavfi", "rtsp", "camera"])
+            sp.add_argument("--source", default="sim", choices=["sim", "file", "lavfi", "rtsp", "camera", "webrtc"],
+                            help="webrtc: the simulator published by WHIP from a separate process")
+            sp.add_argument("--codec", default="vp8", choices=["vp8", "h264"], help="webrtc only")
             sp.add_argument("--uri")
             sp.add_argument("--fps", type=float, default=30.0)
             sp.add_argument("--policy", help="policy.kind override (e.g. oracle)")

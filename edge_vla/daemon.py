@@ -11,6 +11,7 @@ taking frames, let the running inference finish briefly, publish ``offline``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import signal
 import time
@@ -45,9 +46,11 @@ class Daemon:
         self.link: MqttLink | None = None
         self.policy = None
         self.pipelines: dict[str, StreamPipeline] = {}
+        self.ended: collections.deque[StreamPipeline] = collections.deque(maxlen=16)  # for reports
         self.extra_links: list[MqttLink] = []
         self.sim_executor = None
         self.whip = None
+        self.memory = None  # MemoryService when memory.enabled
         self._tasks: dict[str, asyncio.Task] = {}
         self._fixed_stream: str | None = None  # the configured source's stream; its end stops the daemon
         self._http = None
@@ -85,6 +88,8 @@ class Daemon:
         pipeline = StreamPipeline(name, source, self.policy, self.settings, sinks=[self.link, *sinks],
                                   executor=self.executor)
         self.pipelines[name] = pipeline
+        if self.memory is not None:
+            self.memory.attach(pipeline)
         self._tasks[name] = asyncio.get_running_loop().create_task(pipeline.run(), name=f"stream-{name}")
         log.info("stream.added", stream=name, source=source.kind)
         return pipeline
@@ -96,6 +101,7 @@ class Daemon:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         if pipeline is not None:
+            self.ended.append(pipeline)
             log.info("stream.removed", stream=name)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -119,6 +125,10 @@ class Daemon:
             sim_link = MqttLink(s.mqtt, s.device_id, client_id=f"edge-vla-sim-{s.device_id}", availability=False)
             self.sim_executor = SimExecutorLink(source, sim_link, s.source.stream)
             self.extra_links.append(sim_link)
+        if s.memory.enabled:  # failures disable memory with an event; they never stop the daemon
+            from .memory.service import MemoryService
+
+            self.memory = MemoryService(self)
         return source
 
     async def run(self, seconds: float | None = None) -> int:
@@ -131,6 +141,8 @@ class Daemon:
                 pass
         assert self.link is not None
         self.link.start()
+        if self.memory is not None:
+            self.memory.start()
         if self.sim_executor is not None:
             self.sim_executor.start()
         if self.settings.http.enabled:
@@ -170,6 +182,8 @@ class Daemon:
         if self.policy is not None:
             self.policy.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.memory is not None:
+            await self.memory.stop()  # flushes what was sampled
         if self._http is not None:
             await self._http.cleanup()
         for link in [*self.extra_links, self.link]:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -28,8 +29,10 @@ class Observation:
     actions: list[dict] = field(default_factory=list)
     feedback: list[dict] = field(default_factory=list)
     glass_to_action: list[float] = field(default_factory=list)  # ms
+    received_at: list[float] = field(default_factory=list)  # monotonic, same order
     invalid: int = 0
     seconds: float = 0.0
+    started: float = 0.0
     cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
     daemon: Daemon | None = None
@@ -51,8 +54,43 @@ def with_free_http_port(settings: Settings) -> Settings:
     return settings.model_copy(update={"http": settings.http.model_copy(update={"port": free_port()})})
 
 
+async def _start_publisher(daemon: Daemon, run: asyncio.Task, settings: Settings, seconds: float,
+                           codec: str) -> asyncio.subprocess.Process:
+    """A WHIP publisher in its own process (its encoder must not share our GIL), streaming the
+    simulator with a pixel timecode so capture-to-action can be measured across WebRTC."""
+    while daemon.whip is None and not run.done():
+        await asyncio.sleep(0.02)
+    src = settings.source
+    url = f"http://127.0.0.1:{settings.http.port}/whip/{src.stream}"
+    cmd = [sys.executable, "-m", "edge_vla.publisher", url, "--source", "sim", "--width", str(src.width),
+           "--height", str(src.height), "--fps", str(src.fps), "--codec", codec, "--seconds", str(seconds + 5),
+           "--quiet", "--execute", "--seed", str(src.seed)]
+    for address in settings.webrtc.host_addresses or []:
+        cmd += ["--host-address", address]
+    token = settings.http.bearer_token()
+    if token:
+        cmd += ["--token", token]
+    return await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL)
+
+
+async def _stop_process(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def for_webrtc(settings: Settings) -> Settings:
+    """Loopback-only ICE and timecode reading: what a WebRTC benchmark on one machine needs."""
+    webrtc = settings.webrtc.model_copy(update={"host_addresses": ["127.0.0.1"], "read_timecode": True})
+    return settings.model_copy(update={"webrtc": webrtc})
+
+
 async def observe(settings: Settings, seconds: float,
-                  on_action: Callable[[dict, float], None] | None = None) -> Observation:
+                  on_action: Callable[[dict, float], None] | None = None, codec: str = "vp8") -> Observation:
     """Run the daemon for ``seconds`` while a separate client records what arrives."""
     from .actions import ActionMessage
 
@@ -69,6 +107,7 @@ async def observe(settings: Settings, seconds: float,
             obs.invalid += 1
         g2a = (received - data["frame_ts"]) * 1e3
         obs.glass_to_action.append(g2a)
+        obs.received_at.append(time.monotonic())
         obs.actions.append(data)
         if on_action:
             on_action(data, g2a)
@@ -80,9 +119,16 @@ async def observe(settings: Settings, seconds: float,
     daemon = Daemon(settings)
     obs.daemon = daemon
     cpu0, t0 = time.process_time(), time.monotonic()
+    obs.started = t0
+    publisher = None
     try:
-        await daemon.run(seconds=seconds)
+        run = asyncio.create_task(daemon.run(seconds=seconds))
+        if settings.source.kind == "webrtc":
+            publisher = await _start_publisher(daemon, run, settings, seconds, codec)
+        await run
     finally:
+        if publisher is not None:
+            await _stop_process(publisher)
         obs.seconds = time.monotonic() - t0
         obs.cpu_s = time.process_time() - cpu0
         obs.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -94,15 +140,16 @@ async def observe(settings: Settings, seconds: float,
 def report(obs: Observation) -> dict:
     """Per-stage and glass-to-action latency, throughput, drops, CPU and memory."""
     assert obs.daemon is not None
+    pipelines = [*obs.daemon.ended, *obs.daemon.pipelines.values()]
     merged: dict[str, list[float]] = {}
-    for p in obs.daemon.pipelines.values():
+    for p in pipelines:
         for stage, q in p.latency.samples.items():
             merged.setdefault(stage, []).extend(q)
     merged["glass_to_action"] = obs.glass_to_action
     out_streams = {}
-    for name, p in obs.daemon.pipelines.items():
+    for p in pipelines:
         slot = p.slot
-        out_streams[name] = {
+        out_streams[p.stream] = {
             "frames": slot.written if slot else 0,
             "frames_overwritten": slot.overwritten if slot else 0,
             "frames_sampled": p.sampler.stats.sampled,
@@ -111,9 +158,19 @@ def report(obs: Observation) -> dict:
             "actions_stale": p.stats.actions_stale,
             "policy_errors": p.stats.policy_errors,
             "feedback": dict(p.stats.feedback),
+            "decode_errors": getattr(p.source, "decode_errors", 0),
+            "max_frame_gap_ms": round(getattr(p.source, "max_gap_s", 0.0) * 1e3, 1),
         }
+    by_minute = []
+    if obs.seconds >= 120:
+        for minute in range(int(obs.seconds // 60)):
+            lo, hi = obs.started + 60 * minute, obs.started + 60 * (minute + 1)
+            vals = [g for g, t in zip(obs.glass_to_action, obs.received_at) if lo <= t < hi]
+            if vals:
+                by_minute.append({"minute": minute, **summarize(vals)})
     return {
         "seconds": round(obs.seconds, 2),
+        "glass_to_action_by_minute": by_minute,
         "actions_received": len(obs.actions),
         "actions_per_s": round(len(obs.actions) / obs.seconds, 2) if obs.seconds else 0.0,
         "invalid_actions": obs.invalid,

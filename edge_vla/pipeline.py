@@ -178,10 +178,10 @@ class StreamPipeline:
             self._log.warning("action.stale", age_ms=(now - frame.t_capture) * 1e3, seq=frame.seq)
             return None
         sampled = frame.stamps["sampled"]
-        latency = {"wait": (sampled - frame.t_capture) * 1e3, **decision.stages_ms,
+        arrival = frame.stamps.get("arrival", frame.t_capture)
+        latency = {"wait": (sampled - arrival) * 1e3, **decision.stages_ms,
                    "policy": (now - sampled) * 1e3, "total": (now - frame.t_capture) * 1e3}
-        arrival = frame.stamps.get("arrival")
-        if arrival is not None:  # a network source: capture (from the picture) to arrival, and after
+        if "arrival" in frame.stamps:  # a network source: capture (from the picture) to arrival, and after
             latency["transport"] = (arrival - frame.t_capture) * 1e3
             latency["arrival_to_action"] = (now - arrival) * 1e3
         latency = {k: round(v, 3) for k, v in latency.items()}

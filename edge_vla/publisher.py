@@ -130,3 +130,84 @@ class WhipPublisher:
         if self.pc is not None:
             await self.pc.close()
         return status
+
+
+def _picture_source(args):
+    """``(make_image, world)``: the picture function, and the sim world when there is one."""
+    if args.source == "sim":
+        from .sim import SimWorld
+
+        world = SimWorld(seed=args.seed, width=args.width, height=args.height)
+        last = [time.monotonic()]
+
+        def make() -> np.ndarray:
+            now = time.monotonic()
+            world.advance(now - last[0])
+            last[0] = now
+            return world.render()
+        return make, world
+    return moving_pattern(args.width, args.height), None
+
+
+async def _run(args) -> int:
+    from .actions import validate_action
+    from .sources.webrtc import use_host_addresses
+
+    use_host_addresses(args.host_address or None)
+    make, world = _picture_source(args)
+    executed = {"n": 0}
+    pub: WhipPublisher
+
+    def on_action(data: dict) -> None:
+        if not args.quiet:
+            print(json.dumps(data), flush=True)
+        if world is not None and args.execute:
+            fields = {k: data[k] for k in ("type", "x", "y", "x2", "y2", "text", "key", "dx", "dy") if k in data}
+            result = world.execute(validate_action(fields))
+            executed["n"] += 1
+            pub.send_feedback({"v": 1, "action_id": data["id"], "status": result.status, "ts": time.time(),
+                               "detail": result.detail})
+
+    if args.source in ("file", "lavfi"):
+        from aiortc.contrib.media import MediaPlayer
+
+        player = MediaPlayer(args.uri, format="lavfi" if args.source == "lavfi" else None)
+        track = player.video
+    else:
+        track = PictureTrack(make, fps=args.fps, stamp_time=not args.no_timecode)
+    pub = WhipPublisher(args.url, track, token=args.token, codec=args.codec, on_action=on_action)
+    await pub.start()
+    try:
+        await asyncio.sleep(args.seconds)
+    finally:
+        status = await pub.stop()
+    summary = {"actions": len(pub.actions), "executed": executed["n"], "delete_status": status}
+    if world is not None:
+        summary["task_success"] = world.success
+    print(json.dumps({"summary": summary}), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="publish a stream to an edge-vla daemon by WHIP")
+    p.add_argument("url", help="WHIP endpoint, e.g. http://127.0.0.1:8080/whip/default")
+    p.add_argument("--token")
+    p.add_argument("--source", choices=["sim", "pattern", "file", "lavfi"], default="sim")
+    p.add_argument("--uri", help="file path or lavfi graph (file/lavfi sources)")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--codec", choices=["vp8", "h264"], default="vp8")
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--execute", action="store_true", help="carry out received actions on the simulator")
+    p.add_argument("--no-timecode", action="store_true", help="do not draw the capture time into frames")
+    p.add_argument("--host-address", action="append", help="ICE host candidate address (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    return asyncio.run(_run(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -172,3 +172,20 @@ async def test_silent_peer_is_closed_and_health_recovers(whip):
     await p.pc.close()  # vanish without DELETE
     assert await wait_until(lambda: not whip.whip.sessions, timeout=10)
     assert "quiet" not in whip.pipelines and whip.health()[0]
+
+
+async def test_whip_publish_tool_closes_the_loop_on_the_simulator(whip):
+    import sys
+
+    from ..conftest import ROOT
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "tools" / "whip_publish.py"), f"{whip.base}/whip/tool", "--source", "sim", "--execute",
+        "--seconds", "4", "--quiet", "--token", TOKEN, "--host-address", "127.0.0.1",
+        "--width", "480", "--height", "320", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    summary = json.loads(out.decode().strip().splitlines()[-1])["summary"]
+    assert summary["actions"] >= 3 and summary["executed"] == summary["actions"]
+    assert summary["delete_status"] == 200
+    ended = [p for p in whip.ended if p.stream == "tool"]
+    assert ended and sum(ended[0].stats.feedback.values()) >= 3
