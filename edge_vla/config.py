@@ -94,6 +94,16 @@ class ModelConfig(_Section):
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     intra_threads: int = Field(2, ge=1, le=64)
     timeout_s: float = Field(2.0, gt=0, description="an inference slower than this is abandoned")
+    kv_cache: Literal["fp32", "fp16", "int8", "int4"] | None = Field(
+        None, description="KV-cache codec for vlm bundles (default: the bundle's manifest)")
+    engine_cache_dir: Path | None = Field(
+        None, description="TensorRT engine/timing cache folder (systemd: the CacheDirectory); default: in the bundle")
+    speculative: bool = Field(False, description="speculative decoding with the bundle's draft model")
+    speculate_k: int = Field(4, ge=1, le=16, description="draft tokens proposed per verification step")
+    draft_path: Path | None = Field(None, description="draft model folder (default: the bundle's draft/)")
+    roi: Literal["off", "focus"] = Field(
+        "off", description="region of interest: 'focus' encodes a low-res full view + a high-res crop")
+    roi_crop_scale: float = Field(0.35, gt=0.05, le=1.0, description="crop side as a fraction of the frame's short side")
 
 
 class PolicyConfig(_Section):
@@ -159,6 +169,26 @@ class LogConfig(_Section):
     format: Literal["auto", "json", "console", "journald"] = "auto"
 
 
+class LoopConfig(_Section):
+    """Closed-loop checks: did each action change the picture, and is the agent stuck?"""
+
+    verify: bool = Field(True, description="publish a verdict for every action")
+    await_verdict: bool = Field(True, description="decide the next action only once the last one is verified")
+    verify_delay_s: float = Field(0.3, ge=0, le=10, description="no executor: look for the effect this long after publishing")
+    verify_window_s: float = Field(2.0, gt=0, le=60, description="no change within this long: unchanged (or timeout)")
+    local_radius: int = Field(60, ge=5, le=500, description="half-size (0..1000 units) of the area checked around the action point")
+    pixel_threshold: float = Field(0.08, gt=0, lt=1, description="grey-level change (0..1) that counts as changed")
+    local_fraction: float = Field(0.02, gt=0, le=1, description="changed share of the local area that means 'changed'")
+    global_fraction: float = Field(0.05, gt=0, le=1, description="changed share of the whole frame that means 'changed'")
+    max_repeats: int = Field(2, ge=1, le=50, description="same action with no effect this often: try something else")
+    alternatives: list[str] = Field(default_factory=lambda: ["key:Escape", "scroll:0:300"],
+                                    description="what to try instead of a dead action, in order")
+    stuck_after_s: float = Field(3.0, gt=0, description="no visual change for this long while actions fail: stuck")
+    escalate_every_s: float = Field(2.0, gt=0, description="time between escalation steps")
+    reset_action: str = Field("action:reset", pattern=r"^(action:reset|key:.+|event)$",
+                              description="step 2: 'action:reset', 'key:<KEY>' (e.g. key:F5) or 'event' (P/events reset_request)")
+
+
 class WatchdogConfig(_Section):
     max_frame_age_s: float = Field(5.0, gt=0, description="no frame for this long: unhealthy")
     max_policy_age_s: float = Field(10.0, gt=0, description="no policy answer for this long: unhealthy")
@@ -181,6 +211,7 @@ class Settings(BaseSettings):
     memory: MemoryConfig = MemoryConfig()
     log: LogConfig = LogConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
+    loop: LoopConfig = LoopConfig()
 
     @property
     def topic_base(self) -> str:

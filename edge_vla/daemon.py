@@ -86,7 +86,7 @@ class Daemon:
             raise StreamExists(name)
         assert self.link is not None and self.policy is not None
         pipeline = StreamPipeline(name, source, self.policy, self.settings, sinks=[self.link, *sinks],
-                                  executor=self.executor)
+                                  executor=self.executor, reporter=self.link)
         self.pipelines[name] = pipeline
         if self.memory is not None:
             self.memory.attach(pipeline)

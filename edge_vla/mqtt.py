@@ -182,6 +182,9 @@ class MqttLink:
             self.client.publish(topic, json.dumps(data, separators=(",", ":")), qos=qos,
                                 retain=retain, properties=props)
 
+    def verdict(self, stream: str, payload: dict) -> None:
+        self.publish_json(self.topic(stream, "verdict"), payload, qos=1)
+
     def event(self, kind: str, **fields) -> None:
         """A ``P/events`` message: watchdog resets, regressions, dropped input, errors."""
         self.publish_json(self.topic("events"), {"v": 1, "kind": kind, "ts": time.time(), **fields})

@@ -9,7 +9,9 @@ capture time with the monotonic clock.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -20,8 +22,10 @@ from .actions import ActionMessage
 from .config import Settings
 from .frames import BadFrame, Frame, FrameSlot, check_image
 from .latency import LatencyLog
+from .loop.verifier import Verdict, Verifier, grey_thumb
+from .loop.watchdog import StuckWatchdog, screen_state, signature
 from .mqtt import Feedback
-from .policy import Decision, Policy
+from .policy import Decision, DecisionContext, Policy
 from .sampler import Sampler
 from .sources import Source
 
@@ -32,6 +36,14 @@ class ActionSink(Protocol):
     """Where actions go: MQTT, a WebRTC data channel. ``send`` must not block."""
 
     def send(self, msg: ActionMessage, deadline_mono: float) -> bool: ...
+
+
+class Reporter(Protocol):
+    """Where verdicts and events go (MQTT ``P/S/verdict`` and ``P/events``)."""
+
+    def verdict(self, stream: str, payload: dict) -> None: ...
+
+    def event(self, kind: str, **fields) -> None: ...
 
 
 @dataclass
@@ -52,7 +64,8 @@ class StreamStats:
 
 class StreamPipeline:
     def __init__(self, stream: str, source: Source, policy: Policy, settings: Settings,
-                 sinks: list[ActionSink], executor: concurrent.futures.Executor | None = None):
+                 sinks: list[ActionSink], executor: concurrent.futures.Executor | None = None,
+                 reporter: Reporter | None = None):
         self.stream = stream
         self.source = source
         self.policy = policy
@@ -62,6 +75,11 @@ class StreamPipeline:
         self.stats = StreamStats()
         self.latency = LatencyLog()
         self.goal: str | None = None
+        self.reporter = reporter
+        self.verifier = Verifier(settings.loop) if settings.loop.verify else None
+        self.watchdog = StuckWatchdog(settings.loop)
+        self.verdicts: collections.deque[Verdict] = collections.deque(maxlen=32)
+        self._policy_takes_context = "context" in inspect.signature(policy.decide).parameters
         # Side consumers (memory, verification): called on the loop, must only enqueue.
         self.on_sampled: list[Callable[[Frame], None]] = []
         self.on_action: list[Callable[[Frame, ActionMessage], None]] = []
@@ -91,6 +109,16 @@ class StreamPipeline:
     def on_feedback(self, fb: Feedback) -> None:
         self.stats.feedback[fb.status] += 1
         self._log.debug("feedback.received", action_id=fb.action_id, status=fb.status)
+        if self.verifier is not None:
+            self._record(self.verifier.feedback(fb))
+
+    def _record(self, verdicts: list[Verdict]) -> None:
+        for v in verdicts:
+            self.verdicts.append(v)
+            self.watchdog.on_verdict(v)
+            self._log.debug("verdict", action_id=v.action_id, result=v.result, latency_ms=v.latency_ms)
+            if self.reporter is not None:
+                self.reporter.verdict(self.stream, v.payload())
 
     def set_goal(self, instruction: str | None) -> None:
         self.goal = instruction
@@ -140,9 +168,14 @@ class StreamPipeline:
                 return
             self._inflight = None
             self._inflight_since = None
+        if self.verifier is not None:
+            self._record(self.verifier.observe(frame))
+            if self.settings.loop.await_verdict and self.verifier.pending:
+                return  # see the last action's effect before choosing the next
         if not self.sampler.offer(frame):
             return
         frame = frame.stamp("sampled")
+        self.watchdog.on_state(screen_state(grey_thumb(frame.image)))
         self._notify(self.on_sampled, frame)
         decision = await self._decide(frame)
         if decision is not None:
@@ -151,7 +184,13 @@ class StreamPipeline:
     async def _decide(self, frame: Frame) -> Decision | None:
         instruction = self.goal or frame.instruction or self.settings.policy.default_instruction
         self._inflight_since = time.monotonic()
-        fut = self._executor.submit(self.policy.decide, frame, instruction)
+        if self._policy_takes_context:
+            context = DecisionContext(verdicts=tuple(self.verdicts),
+                                      avoid=frozenset(sig for sig, n in self.watchdog.dead.items()
+                                                      if n >= self.settings.loop.max_repeats))
+            fut = self._executor.submit(self.policy.decide, frame, instruction, context=context)
+        else:
+            fut = self._executor.submit(self.policy.decide, frame, instruction)
         try:
             decision = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)),
                                               self.settings.model.timeout_s)
@@ -185,17 +224,29 @@ class StreamPipeline:
             latency["transport"] = (arrival - frame.t_capture) * 1e3
             latency["arrival_to_action"] = (now - arrival) * 1e3
         latency = {k: round(v, 3) for k, v in latency.items()}
+        action, step = self.watchdog.review(decision.action)
+        model = decision.model
+        if step is not None:
+            self._log.warning("watchdog.escalation", level=step.level, step=step.kind, reason=step.reason)
+            if self.reporter is not None:
+                self.reporter.event("watchdog", stream=self.stream, **step.event())
+        if action is None:
+            return None
+        if action is not decision.action:
+            model = "watchdog"  # subscribers can tell a substituted action from the model's
         wall_now = time.time()
         msg = ActionMessage(
-            **decision.action.fields(), seq=self._seq, stream=self.stream, frame_ts=frame.wall_ts,
+            **action.fields(), seq=self._seq, stream=self.stream, frame_ts=frame.wall_ts,
             published_ts=wall_now, deadline=frame.wall_ts + self.settings.policy.action_deadline_s,
-            model=decision.model, latency_ms=latency,
+            model=model, latency_ms=latency,
         )
         self._seq += 1
         sent = [sink.send(msg, deadline_mono) for sink in self.sinks]
         if any(sent):
             self.stats.actions_sent += 1
         self.latency.add(latency)
+        if self.verifier is not None:
+            self.verifier.track(frame, msg)
         self._log.debug("action.sent", id=msg.id, type=msg.type, total_ms=latency["total"])
         self._notify(self.on_action, frame, msg)
         return msg

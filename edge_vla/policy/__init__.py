@@ -23,6 +23,17 @@ class Decision:
     stages_ms: dict[str, float] = field(default_factory=dict)  # time per policy step
 
 
+@dataclass(frozen=True)
+class DecisionContext:
+    """What the closed loop knows: recent verdicts, and actions that keep having no effect.
+
+    Given to policies whose ``decide`` takes a ``context`` keyword.
+    """
+
+    verdicts: tuple = ()
+    avoid: frozenset = frozenset()  # edge_vla.loop.watchdog.signature() of dead actions
+
+
 class Policy(Protocol):
     name: str
 
@@ -34,6 +45,7 @@ class Policy(Protocol):
 _POLICIES: dict[str, str] = {
     "onnx": "edge_vla.policy.onnx:OnnxPolicy",
     "oracle": "edge_vla.policy.oracle:OraclePolicy",
+    "oracle-blind": "edge_vla.policy.oracle:BlindOraclePolicy",
 }
 
 

@@ -11,7 +11,8 @@ import time
 
 from ..config import Settings
 from ..frames import Frame
-from . import Decision
+from ..loop.watchdog import signature
+from . import Decision, DecisionContext
 
 
 class OraclePolicy:
@@ -31,3 +32,21 @@ class OraclePolicy:
 
     def close(self) -> None:
         pass
+
+
+class BlindOraclePolicy(OraclePolicy):
+    """An oracle blind to pop-ups that learns from verdicts: the closed-loop test subject.
+
+    It goes straight for the task's target; once the loop reports that action as
+    dead (no visible effect, repeatedly), it asks the full oracle instead.
+    """
+
+    name = "sim-oracle-blind"
+
+    def decide(self, frame: Frame, instruction: str, context: DecisionContext | None = None) -> Decision:
+        t0 = time.perf_counter()
+        with self.lock:
+            action = self.world.oracle(see_dialogs=False)
+            if context is not None and signature(action) in context.avoid:
+                action = self.world.oracle()
+        return Decision(action=action, model=self.name, stages_ms={"model": (time.perf_counter() - t0) * 1e3})

@@ -175,20 +175,38 @@ class SimWorld:
     def _touch(self) -> None:
         self._version += 1
 
+    # --- scene editing hooks (sim/defects.py) ---------------------------------------------------
+
+    @property
+    def task(self) -> Task:
+        """The current task object: its widgets, dialog and context, for tools that edit the scene."""
+        return self._task
+
+    def invalidate(self) -> None:
+        """The scene was edited from outside: redraw everything, the cached static layer included."""
+        with self._lock:
+            self._renderer = Renderer(self.width, self.height)
+            self._elements = None
+            self._touch()
+
     # --- the oracle ----------------------------------------------------------------------------
 
-    def _step(self) -> Step:
+    def _step(self, see_dialogs: bool = True) -> Step:
         t = self._task
         if t.success:
             return Step("done")
-        if t.dialog is not None and t.dialog.visible and t.dialog.close is not None:
+        if see_dialogs and t.dialog is not None and t.dialog.visible and t.dialog.close is not None:
             return Step("click", element_of(t.dialog.close))
         return t.oracle()
 
-    def oracle(self) -> Action:
-        """The correct next action, from the true state (a privileged teacher)."""
+    def oracle(self, see_dialogs: bool = True) -> Action:
+        """The correct next action, from the true state (a privileged teacher).
+
+        ``see_dialogs=False`` is a teacher blind to pop-ups: it goes straight for the
+        task's target, the mistake closed-loop verification has to catch.
+        """
         with self._lock:
-            step = self._step()
+            step = self._step(see_dialogs)
             fields = dict(step.fields)
             if step.type in ("click", "scroll") and step.target is not None:
                 fields["x"], fields["y"] = to_normalized(*centre(step.target.box), self.width, self.height)

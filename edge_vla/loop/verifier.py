@@ -1,0 +1,126 @@
+"""Action verification: did the picture change where (or after) the action happened?
+
+For each action we keep a small grey thumbnail of the frame it was decided on.
+Later frames (from the moment the executor said ``executed``, or
+``verify_delay_s`` after publishing when nobody reports back) are compared with
+it, around the action point and over the whole frame. The first frame that
+differs gives ``changed`` and the time the change appeared; none within
+``verify_window_s`` gives ``unchanged``, or ``timeout`` when an executor is
+known on this stream but never confirmed the action.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..actions import NORM, ActionMessage
+from ..config import LoopConfig
+from ..frames import Frame
+from ..mqtt import Feedback
+
+THUMB_W = 64
+UNVERIFIED = frozenset({"wait", "done"})  # nothing is expected to change
+
+
+def grey_thumb(image: np.ndarray) -> np.ndarray:
+    """About 64 px wide, block-averaged (striding alone aliases text and noise)."""
+    h, w = image.shape[:2]
+    step = max(1, w // (THUMB_W * 4))
+    small = image[::step, ::step].mean(axis=2, dtype=np.float32) * (1 / 255)
+    k = max(1, small.shape[1] // THUMB_W)
+    hh, ww = (small.shape[0] // k) * k, (small.shape[1] // k) * k
+    if hh == 0 or ww == 0:
+        return small
+    return small[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action_id: str
+    result: str  # changed | unchanged | timeout
+    changed_fraction: float
+    latency_ms: float  # action (executed, else published) to the frame showing the change
+    action: ActionMessage = field(compare=False, repr=False)
+
+    def payload(self) -> dict:
+        return {"v": 1, "action_id": self.action_id, "result": self.result,
+                "changed_fraction": round(self.changed_fraction, 4), "latency_ms": round(self.latency_ms, 1)}
+
+
+@dataclass
+class _Pending:
+    msg: ActionMessage
+    ref: np.ndarray
+    t_sent: float
+    t_executed: float | None = None
+    status: str | None = None  # executor feedback, when any
+
+
+class Verifier:
+    def __init__(self, cfg: LoopConfig):
+        self.cfg = cfg
+        self.pending: dict[str, _Pending] = {}
+        self.executor_seen = False  # once feedback arrives on this stream, wait for it
+        self.counts = {"changed": 0, "unchanged": 0, "timeout": 0}
+
+    def track(self, frame: Frame, msg: ActionMessage, now: float | None = None) -> None:
+        if msg.type in UNVERIFIED:
+            return
+        self.pending[msg.id] = _Pending(msg, grey_thumb(frame.image), time.monotonic() if now is None else now)
+
+    def feedback(self, fb: Feedback, now: float | None = None) -> list[Verdict]:
+        self.executor_seen = True
+        p = self.pending.get(fb.action_id)
+        if p is None:
+            return []
+        p.status = fb.status
+        if fb.status != "executed":  # failed or rejected: nothing happened to look for
+            return [self._close(p, "unchanged", 0.0, 0.0)]
+        p.t_executed = time.monotonic() if now is None else now
+        return []
+
+    def observe(self, frame: Frame, now: float | None = None) -> list[Verdict]:
+        if not self.pending:
+            return []
+        now = time.monotonic() if now is None else now
+        thumb = None
+        out = []
+        for p in list(self.pending.values()):
+            start = p.t_executed if p.t_executed is not None else (
+                None if self.executor_seen else p.t_sent + self.cfg.verify_delay_s)
+            if start is not None and frame.t_capture >= start:
+                if thumb is None:
+                    thumb = grey_thumb(frame.image)
+                changed, fraction = self.compare(p, thumb)
+                if changed:
+                    out.append(self._close(p, "changed", fraction, (frame.t_capture - start) * 1e3))
+                    continue
+            if now - p.t_sent > self.cfg.verify_window_s:
+                result = "timeout" if self.executor_seen and p.t_executed is None else "unchanged"
+                out.append(self._close(p, result, 0.0, (now - p.t_sent) * 1e3))
+        return out
+
+    def compare(self, p: _Pending, thumb: np.ndarray) -> tuple[bool, float]:
+        if thumb.shape != p.ref.shape:
+            return True, 1.0  # the resolution changed: something certainly happened
+        diff = np.abs(thumb - p.ref) > self.cfg.pixel_threshold
+        global_fraction = float(diff.mean())
+        m = p.msg
+        if m.x is not None and m.y is not None:
+            h, w = diff.shape
+            r = self.cfg.local_radius
+            x0, x1 = int((m.x - r) * w / NORM), int(np.ceil((m.x + r) * w / NORM))
+            y0, y1 = int((m.y - r) * h / NORM), int(np.ceil((m.y + r) * h / NORM))
+            local = diff[max(0, y0):max(1, y1), max(0, x0):max(1, x1)]
+            local_fraction = float(local.mean()) if local.size else 0.0
+            if local_fraction > self.cfg.local_fraction:
+                return True, global_fraction
+        return global_fraction > self.cfg.global_fraction, global_fraction
+
+    def _close(self, p: _Pending, result: str, fraction: float, latency_ms: float) -> Verdict:
+        self.pending.pop(p.msg.id, None)
+        self.counts[result] += 1
+        return Verdict(p.msg.id, result, fraction, latency_ms, p.msg)
