@@ -110,6 +110,7 @@ class PolicyConfig(_Section):
     kind: str = Field("onnx", description="registered policy name")
     action_deadline_s: float = Field(1.0, gt=0, le=60, description="an action is stale this long after its frame")
     default_instruction: str = "click the highlighted button"
+    restart_after_errors: int = Field(5, ge=1, le=1000, description="consecutive inference failures before the model session is reloaded")
 
 
 class HttpConfig(_Section):

@@ -35,6 +35,10 @@ class DaemonCollector:
             "policy_errors": ("inference errors", lambda p: p.stats.policy_errors),
             "policy_timeouts": ("inferences slower than model.timeout_s", lambda p: p.stats.policy_timeouts),
             "source_errors": ("source failures", lambda p: p.stats.source_errors),
+            "policy_restarts": ("model sessions reloaded after repeated failures", lambda p: p.stats.policy_restarts),
+            "verdicts_unchanged": ("actions with no visible effect", lambda p: p.verifier.counts["unchanged"] if p.verifier else 0),
+            "verdicts_changed": ("actions with a visible effect", lambda p: p.verifier.counts["changed"] if p.verifier else 0),
+            "watchdog_escalations": ("stuck-loop escalation steps", lambda p: len(p.watchdog.history)),
         }
         for name, (doc, get) in counters.items():
             fam = CounterMetricFamily(f"edge_vla_{name}", doc, labels=["stream"])

@@ -55,6 +55,8 @@ class StreamStats:
     policy_errors: int = 0
     policy_timeouts: int = 0
     skipped_busy: int = 0  # frames passed over while a hung inference still runs
+    policy_restarts: int = 0
+    consecutive_failures: int = 0
     source_errors: int = 0
     feedback: dict[str, int] = field(default_factory=lambda: {"executed": 0, "failed": 0, "rejected": 0})
     last_frame_mono: float | None = None
@@ -198,16 +200,34 @@ class StreamPipeline:
             self.stats.policy_timeouts += 1
             self._inflight = fut  # keep it: no new work until the hung call returns
             self._log.error("policy.timeout", timeout_s=self.settings.model.timeout_s, seq=frame.seq)
+            self._failed()
             return None
         except Exception as exc:
             self.stats.policy_errors += 1
             self._inflight_since = None
             self._log.error("policy.error", error=str(exc), error_type=type(exc).__name__, seq=frame.seq)
+            self._failed()
             return None
         self._inflight_since = None
+        self.stats.consecutive_failures = 0
         self.stats.decisions += 1
         self.stats.last_decision_mono = time.monotonic()
         return decision
+
+    def _failed(self) -> None:
+        """Count a failed inference; after too many in a row, reload the model session."""
+        self.stats.consecutive_failures += 1
+        restart = getattr(self.policy, "restart", None)
+        if self.stats.consecutive_failures >= self.settings.policy.restart_after_errors and restart is not None:
+            self.stats.consecutive_failures = 0
+            self.stats.policy_restarts += 1
+            self._log.warning("policy.restart", restarts=self.stats.policy_restarts)
+            if self.reporter is not None:
+                self.reporter.event("policy_restart", stream=self.stream, restarts=self.stats.policy_restarts)
+            try:
+                restart()
+            except Exception as exc:
+                self._log.error("policy.restart_failed", error=str(exc))
 
     def emit(self, frame: Frame, decision: Decision) -> ActionMessage | None:
         now = time.monotonic()

@@ -10,8 +10,13 @@ from . import Decision
 
 class OnnxPolicy:
     def __init__(self, settings: Settings, **_: object):
+        self.settings = settings
         self.runtime = load_runtime(settings.model)
         self.name = self.runtime.name
+
+    def restart(self) -> None:
+        """A fresh session after repeated failures (the bundle is verified again)."""
+        self.runtime = load_runtime(self.settings.model)
 
     def decide(self, frame: Frame, instruction: str) -> Decision:
         action, stages = self.runtime.infer(frame.image, instruction)

@@ -1,0 +1,117 @@
+import time
+
+import numpy as np
+import pytest
+
+from edge_vla.actions import Action, ActionMessage
+from edge_vla.config import LoopConfig
+from edge_vla.frames import make_frame
+from edge_vla.loop.verifier import Verifier
+from edge_vla.loop.watchdog import StuckWatchdog, parse_action_spec, screen_state, signature
+from edge_vla.loop.verifier import grey_thumb
+from edge_vla.mqtt import Feedback
+
+W, H = 640, 360
+
+
+def frame(img, t):
+    return make_frame(img, "s", 0, t_capture=t)
+
+
+def msg(type_="click", **kw):
+    fields = {"x": 500, "y": 500} if type_ == "click" else {}
+    fields.update(kw)
+    return ActionMessage(type=type_, seq=0, stream="s", frame_ts=0, published_ts=0, deadline=1, model="m",
+                         latency_ms={}, **fields)
+
+
+def blank():
+    return np.full((H, W, 3), 200, np.uint8)
+
+
+def test_change_at_the_point_is_changed_with_latency():
+    v = Verifier(LoopConfig(verify_delay_s=0.1))
+    t0 = time.monotonic()
+    m = msg()
+    v.track(frame(blank(), t0), m, now=t0)
+    assert v.observe(frame(blank(), t0 + 0.05), now=t0 + 0.05) == []  # before the delay
+    img = blank()
+    img[170:190, 310:330] = 0  # a small change right at (500, 500)
+    out = v.observe(frame(img, t0 + 0.2), now=t0 + 0.2)
+    assert [x.result for x in out] == ["changed"] and out[0].latency_ms == pytest.approx(100, abs=1)
+
+
+def test_small_change_elsewhere_is_unchanged():
+    v = Verifier(LoopConfig(verify_delay_s=0.0, verify_window_s=0.5))
+    t0 = time.monotonic()
+    v.track(frame(blank(), t0), msg(x=100, y=100), now=t0)
+    img = blank()
+    img[300:310, 600:610] = 0  # a blinking caret far away
+    assert v.observe(frame(img, t0 + 0.1), now=t0 + 0.1) == []
+    out = v.observe(frame(img, t0 + 0.6), now=t0 + 0.6)
+    assert [x.result for x in out] == ["unchanged"]
+
+
+def test_big_change_anywhere_is_changed():
+    v = Verifier(LoopConfig(verify_delay_s=0.0))
+    t0 = time.monotonic()
+    v.track(frame(blank(), t0), msg(type_="key", key="Enter"), now=t0)
+    out = v.observe(frame(np.zeros((H, W, 3), np.uint8), t0 + 0.1), now=t0 + 0.1)
+    assert out[0].result == "changed" and out[0].changed_fraction > 0.9
+
+
+def test_executor_feedback_drives_the_verdict():
+    v = Verifier(LoopConfig(verify_window_s=0.5))
+    t0 = time.monotonic()
+    a, b, c = msg(), msg(), msg()
+    for m in (a, b, c):
+        v.track(frame(blank(), t0), m, now=t0)
+    out = v.feedback(Feedback(v=1, action_id=a.id, status="rejected", ts=0), now=t0)
+    assert [(x.action_id, x.result) for x in out] == [(a.id, "unchanged")]
+    v.feedback(Feedback(v=1, action_id=b.id, status="executed", ts=0), now=t0 + 0.1)
+    out = v.observe(frame(blank(), t0 + 0.7), now=t0 + 0.7)
+    assert {x.action_id: x.result for x in out} == {b.id: "unchanged", c.id: "timeout"}
+
+
+def test_wait_and_done_are_not_verified():
+    v = Verifier(LoopConfig())
+    v.track(frame(blank(), 0.0), msg(type_="wait"))
+    assert not v.pending
+
+
+def test_watchdog_alternative_then_reset_then_alarm():
+    cfg = LoopConfig(max_repeats=2, stuck_after_s=1.0, escalate_every_s=1.0)
+    t = 100.0
+    wd = StuckWatchdog(cfg, now=t)
+    click = Action(type="click", x=10, y=10)
+    v = Verifier(cfg)
+    for i in range(2):
+        m = msg(x=10, y=10)
+        v.track(frame(blank(), t), m, now=t)
+        for verdict in v.feedback(Feedback(v=1, action_id=m.id, status="failed", ts=0), now=t):
+            wd.on_verdict(verdict, now=t)
+    action, step = wd.review(click, now=t + 0.1)
+    assert action == parse_action_spec("key:Escape") and step.level == 1
+    action, step = wd.review(click, now=t + 0.5)
+    assert step is None  # not yet due for the next step
+    action, step = wd.review(click, now=t + 1.2)
+    assert action.type == "reset" and step.kind == "reset"
+    action, step = wd.review(click, now=t + 2.3)
+    assert step.kind == "alarm" and [s.level for s in wd.history] == [1, 2, 3]
+
+
+def test_watchdog_sees_a_cycle():
+    wd = StuckWatchdog(LoopConfig())
+    a, b = blank(), np.zeros((H, W, 3), np.uint8)
+    for i in range(12):
+        wd.on_state(screen_state(grey_thumb(a if i % 2 else b)))
+    action, step = wd.review(Action(type="click", x=1, y=1))
+    assert step is not None and "cycles" in step.reason
+
+
+def test_action_specs():
+    assert parse_action_spec("scroll:0:-300") == Action(type="scroll", dx=0, dy=-300)
+    assert parse_action_spec("event") is None
+    with pytest.raises(ValueError):
+        parse_action_spec("teleport:3")
+    assert signature(Action(type="click", x=10, y=10)) == signature(Action(type="click", x=20, y=24))
