@@ -74,6 +74,12 @@ class DaemonCollector:
                 yield CounterMetricFamily(f"edge_vla_{name}", doc, value=value)
             yield GaugeMetricFamily("edge_vla_mqtt_connected", "1 when connected to the broker",
                                     value=1 if d.link.connected else 0)
+        gap = GaugeMetricFamily("edge_vla_frame_gap_max_ms", "longest pause between two received frames (WebRTC)",
+                                labels=["stream"])
+        for stream, p in d.pipelines.items():
+            if hasattr(p.source, "max_gap_s"):
+                gap.add_metric([stream], p.source.max_gap_s * 1e3)
+        yield gap
         yield GaugeMetricFamily("edge_vla_healthy", "1 when the pipeline is healthy", value=1 if d.health()[0] else 0)
 
 

@@ -86,3 +86,11 @@ def test_config_check_errors_exit_78(tmp_path):
     assert r.returncode == EXIT_CONFIG
     assert "mqtt.port" in r.stderr and "nope: unknown key" in r.stderr
     assert "hunter2" not in r.stderr
+
+
+def test_whip_token_from_a_file(tmp_path):
+    f = tmp_path / "whip-token"
+    f.write_text("from-credential\n")
+    s = load_settings(environ={"EDGE_VLA_HTTP__TOKEN_FILE": str(f), "EDGE_VLA_HTTP__HOST": "0.0.0.0"})
+    assert s.http.bearer_token() == "from-credential"
+    assert load_settings(environ={}).http.bearer_token() is None
