@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -86,6 +87,10 @@ class FrameSlot:
         self._frame: Frame | None = None
         self._taken = True
         self._event = asyncio.Event()
+        # Frames handed over by a decoder thread wait here, one at most: a busy loop
+        # must not collect a backlog of scheduled callbacks each holding a frame.
+        self._handover: Frame | None = None
+        self._handover_lock = threading.Lock()
         self.written = 0
         self.overwritten = 0  # frames replaced before anyone took them
         self.closed = False
@@ -103,7 +108,20 @@ class FrameSlot:
         self._event.set()
 
     def put_threadsafe(self, frame: Frame) -> None:
-        self._loop.call_soon_threadsafe(self.put, frame)
+        with self._handover_lock:
+            scheduled = self._handover is not None
+            if scheduled:  # the loop has not picked up the previous one: it is replaced unseen
+                self.overwritten += 1
+                self.written += 1
+            self._handover = frame
+        if not scheduled:
+            self._loop.call_soon_threadsafe(self._take_handover)
+
+    def _take_handover(self) -> None:
+        with self._handover_lock:
+            frame, self._handover = self._handover, None
+        if frame is not None:
+            self.put(frame)
 
     def close(self) -> None:
         """The source has ended: waiting consumers get ``None``."""

@@ -24,7 +24,7 @@ async def whip(make_settings, broker):
     s = make_settings(broker=broker, source={"kind": "webrtc"},
                       http={"enabled": True, "port": port, "token": TOKEN, "rate_per_s": 1000},
                       webrtc={"host_addresses": ["127.0.0.1"], "max_peers": 3, "peer_timeout_s": 3},
-                      sampler={"min_fps": 5, "max_fps": 10})
+                      sampler={"min_fps": 5, "max_fps": 10}, loop={"verify_window_s": 0.5})
     daemon = Daemon(s)
     task = asyncio.create_task(daemon.run())
     base = f"http://127.0.0.1:{port}"
@@ -66,7 +66,7 @@ async def test_two_peers_get_actions_on_data_channel_and_mqtt(whip, collector, c
     pubs = [publisher(whip, "cam-a", codec=codec), publisher(whip, "cam-b", codec=codec)]
     for p in pubs:
         await p.start()
-    assert await wait_until(lambda: all(len(p.actions) >= 3 for p in pubs)), [len(p.actions) for p in pubs]
+    assert await wait_until(lambda: all(len(p.actions) >= 3 for p in pubs), 40), [len(p.actions) for p in pubs]
     for p, stream in zip(pubs, ("cam-a", "cam-b")):
         for _, data in p.actions:
             ActionMessage.model_validate(data)
@@ -180,7 +180,7 @@ async def test_whip_publish_tool_closes_the_loop_on_the_simulator(whip):
     from ..conftest import ROOT
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "tools" / "whip_publish.py"), f"{whip.base}/whip/tool", "--source", "sim", "--execute",
-        "--seconds", "4", "--quiet", "--token", TOKEN, "--host-address", "127.0.0.1",
+        "--seconds", "5", "--quiet", "--token", TOKEN, "--host-address", "127.0.0.1",
         "--width", "480", "--height", "320", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()[-2000:]
