@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--fps", type=float, default=30.0)
             sp.add_argument("--policy", help="policy.kind override (e.g. oracle)")
             sp.add_argument("--json", action="store_true")
+
+    from .memory.cli import add_parser as add_memory_parser  # argparse only; the store loads in the handler
+    add_memory_parser(sub, with_config)
     return p
 
 

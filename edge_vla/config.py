@@ -163,6 +163,7 @@ class MemoryConfig(_Section):
     regress: str | None = Field(None, min_length=1, description="compare the live stream with golden run NAME; "
                                 "regressions go to P/events")
     replay_run: str | None = Field(None, min_length=1, description="policy.kind=replay: the golden run to follow")
+    writer_nice: int = Field(10, ge=0, le=19, description="CPU niceness of the memory writer thread")
 
 
 class LogConfig(_Section):

@@ -45,6 +45,7 @@ class Policy(Protocol):
 _POLICIES: dict[str, str] = {
     "onnx": "edge_vla.policy.onnx:OnnxPolicy",
     "oracle": "edge_vla.policy.oracle:OraclePolicy",
+    "replay": "edge_vla.policy.replay:ReplayPolicy",
     "oracle-blind": "edge_vla.policy.oracle:BlindOraclePolicy",
 }
 
