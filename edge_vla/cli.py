@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", help="model bundle folder (default: model.path)")
     pr.set_defaults(func=cmd_predict)
 
+    from .export.cli import add_parser as add_export_parser  # argparse only; torch loads in the handler
+    add_export_parser(sub)
+
     for name, func, helptext in (("demo", cmd_demo, "closed loop on the built-in simulator"),
                                  ("bench", cmd_bench, "per-stage and glass-to-action latency")):
         sp = with_config(sub.add_parser(name, help=helptext))

@@ -18,5 +18,6 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e ".[dev]"
+# export extra: torch==2.13.0 is the CPU wheel here (an unpinned torch pulls a multi-GB CUDA build)
+.venv/bin/pip install -q -e ".[dev,export]"
 echo "edge-vla installed in .venv"

@@ -11,7 +11,8 @@ from ..actions import Action
 from ..config import ModelConfig
 from .bundle import Bundle, BundleError
 
-_FAMILIES: dict[str, str] = {"heads": "edge_vla.runtime.heads:HeadsRuntime"}
+_FAMILIES: dict[str, str] = {"heads": "edge_vla.runtime.heads:HeadsRuntime",
+                             "vlm": "edge_vla.runtime.vlm:VLMRuntime"}
 
 
 class Runtime(Protocol):

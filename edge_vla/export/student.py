@@ -1,0 +1,95 @@
+"""The ``edge-vla student`` family in transformers terms (torch only).
+
+A small SigLIP vision tower, an optional 2x2 token merge (fewer image tokens:
+the student notes show throughput is set by token count), a two-layer MLP
+projector and a ``LlamaForCausalLM`` decoder whose vocabulary ends with the
+action tokens (``edge_vla.runtime.grammar.ActionVocab``). ``save_pretrained``
+writes a normal checkpoint folder (config.json ``model_type:
+edge_vla_student`` + safetensors) that ``edge-vla export`` reads. Training is
+issue 5; ``tiny_student`` builds one with random weights for tests.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel, SiglipVisionConfig
+from transformers.models.siglip.modeling_siglip import SiglipVisionModel
+
+
+class EdgeVlaStudentConfig(PretrainedConfig):
+    model_type = "edge_vla_student"
+    sub_configs = {"vision_config": SiglipVisionConfig, "text_config": LlamaConfig}
+
+    def __init__(self, vision_config=None, text_config=None, merge: int = 2, image_token_id: int = 3,
+                 action_start: int | None = None, action_bins: int = 200, **kwargs):
+        if isinstance(vision_config, dict):
+            vision_config = SiglipVisionConfig(**vision_config)
+        if isinstance(text_config, dict):
+            text_config = LlamaConfig(**text_config)
+        self.vision_config = vision_config or SiglipVisionConfig()
+        self.text_config = text_config or LlamaConfig()
+        self.merge = merge
+        self.image_token_id = image_token_id
+        self.action_start = action_start
+        self.action_bins = action_bins
+        super().__init__(**kwargs)
+
+
+class EdgeVlaStudent(PreTrainedModel):
+    config_class = EdgeVlaStudentConfig
+    base_model_prefix = "student"
+    _supports_sdpa = True
+
+    def __init__(self, config: EdgeVlaStudentConfig):
+        super().__init__(config)
+        self.vision_tower = SiglipVisionModel(config.vision_config)
+        vd = config.vision_config.hidden_size * config.merge * config.merge
+        td = config.text_config.hidden_size
+        self.projector = nn.Sequential(nn.LayerNorm(vd), nn.Linear(vd, td), nn.GELU(), nn.Linear(td, td))
+        self.language_model = LlamaForCausalLM(config.text_config)
+        self.post_init()
+
+    def _init_weights(self, module):
+        std = 0.02
+        if isinstance(module, nn.Linear):
+            module.weight.data.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(0.0, std)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.vision_tower(pixel_values=pixel_values).last_hidden_state  # [B, n*n, C]
+        m = self.config.merge
+        if m > 1:
+            b, n2, c = x.shape
+            n = int(round(n2 ** 0.5))
+            x = x.view(b, n // m, m, n // m, m, c).permute(0, 1, 3, 2, 4, 5).reshape(b, (n // m) ** 2, m * m * c)
+        return self.projector(x)
+
+    def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, **kwargs):
+        embeds = self.language_model.get_input_embeddings()(input_ids)
+        if pixel_values is not None:
+            feats = self.get_image_features(pixel_values).to(embeds.dtype)
+            mask = (input_ids == self.config.image_token_id).unsqueeze(-1).expand_as(embeds)
+            embeds = embeds.masked_scatter(mask, feats.reshape(-1))
+        kwargs["use_cache"] = False
+        return self.language_model(inputs_embeds=embeds, **kwargs)
+
+
+def tiny_student_config(vocab: int = 640, hidden: int = 64, layers: int = 2, image_size: int = 64,
+                        patch: int = 8, vision_hidden: int = 48, action_start: int = 300) -> EdgeVlaStudentConfig:
+    return EdgeVlaStudentConfig(
+        vision_config=dict(hidden_size=vision_hidden, intermediate_size=vision_hidden * 2, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=image_size, patch_size=patch),
+        text_config=dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         head_dim=hidden // 4, max_position_embeddings=1024, tie_word_embeddings=False),
+        merge=2, image_token_id=3, action_start=action_start, action_bins=200,
+    )
+
+
+def tiny_student(seed: int = 0, **kw) -> EdgeVlaStudent:
+    torch.manual_seed(seed)
+    return EdgeVlaStudent(tiny_student_config(**kw)).eval()

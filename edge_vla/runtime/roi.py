@@ -1,0 +1,78 @@
+"""Region of interest: a low-resolution full view plus a high-resolution crop of the focus area.
+
+The model emits ``FOCUS X0 Y0 X1 Y1 END`` (grammar, full-frame bins); from
+then on each frame is encoded as two views — the whole frame at the model's
+input size and a square crop around the focus box — and the model's
+coordinates refer to the crop. The crop is cut at *exactly* the normalized box
+(PIL resize with a fractional source box), so ``crop_to_frame`` maps a crop
+coordinate back to full-frame 0..1000 with no other error than integer
+rounding. A non-point action (or a new FOCUS) ends the focus.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from ..actions import NORM, POINT_TYPES, Action, crop_to_frame
+from .vlm import preprocess
+
+
+def crop_box(focus: tuple[int, int, int, int], width: int, height: int, scale: float) -> tuple[int, int, int, int]:
+    """A square (in pixels) crop holding ``focus``, side >= scale * short side, inside the frame; normalized ints."""
+    fx0, fy0, fx1, fy1 = (focus[0] * width / NORM, focus[1] * height / NORM, focus[2] * width / NORM,
+                          focus[3] * height / NORM)
+    side = min(min(width, height), max(scale * min(width, height), fx1 - fx0, fy1 - fy0))
+    cx, cy = (fx0 + fx1) / 2, (fy0 + fy1) / 2
+    x0 = min(max(0.0, cx - side / 2), width - side)
+    y0 = min(max(0.0, cy - side / 2), height - side)
+    box = (int(math.floor(x0 * NORM / width)), int(math.floor(y0 * NORM / height)),
+           int(math.ceil((x0 + side) * NORM / width)), int(math.ceil((y0 + side) * NORM / height)))
+    return (box[0], box[1], min(NORM, box[2]), min(NORM, box[3]))
+
+
+def crop_view(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """The exact normalized region ``box`` of ``image`` resized to size x size -> [1,3,size,size] in 0..1."""
+    h, w = image.shape[:2]
+    src = (box[0] * w / NORM, box[1] * h / NORM, box[2] * w / NORM, box[3] * h / NORM)
+    small = Image.fromarray(image).resize((size, size), Image.BILINEAR, box=src)
+    return (np.asarray(small, dtype=np.float32) * (1 / 255)).transpose(2, 0, 1)[None]
+
+
+def map_action(action: Action, box: tuple[int, int, int, int]) -> Action:
+    """Coordinates predicted inside the crop -> full frame."""
+    data = action.fields()
+    for fx, fy in (("x", "y"), ("x2", "y2")):
+        if fx in data:
+            data[fx], data[fy] = crop_to_frame(data[fx], data[fy], box)
+    return Action(**data)
+
+
+class RoiState:
+    def __init__(self, runtime):
+        self.rt = runtime
+        self.box: tuple[int, int, int, int] | None = None
+        self.scale = float(getattr(runtime.cfg, "roi_crop_scale", 0.35))
+
+    def infer(self, image: np.ndarray, instruction: str):
+        rt, s = self.rt, self.rt.image_size
+        h, w = image.shape[:2]
+        full = preprocess(image, s)
+        stages: dict[str, float] = {}
+        for _ in range(2):  # at most: a global pass that sets the focus, then the two-view pass
+            views = [full] if self.box is None else [full, crop_view(image, self.box, s)]
+            decoded, st = rt.decode_view(views, instruction)
+            for k, v in st.items():
+                stages[k] = stages.get(k, 0.0) + v
+            if decoded.focus_box is not None:
+                self.box = crop_box(decoded.focus_box, w, h, self.scale)
+                continue
+            action = decoded.action
+            if len(views) == 2:
+                action = map_action(action, self.box)
+                if action.type not in POINT_TYPES:
+                    self.box = None
+            return action, stages
+        return Action(type="wait"), stages

@@ -1,0 +1,216 @@
+"""The ``vlm`` family: exported three-graph VLM bundles (numpy + onnxruntime only).
+
+Bundle files: ``vision.onnx`` (pixels 0..1 -> image embeddings, projector
+included), ``embed.npy`` (the token embedding matrix), ``decoder.onnx``
+(inputs_embeds + logit_positions + per-layer past K/V -> logits + the new
+tokens' K/V), ``reference.npz`` (the parity inputs/outputs), tokenizer data in
+the manifest (or ``tokenizer.json``). The runtime owns the KV cache (codec from
+config or manifest: fp32/fp16/int8/int4-KIVI), runs vision -> prefill ->
+constrained decode, and returns one validated Action with stage times.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..actions import Action
+from ..config import ModelConfig
+from .bundle import Bundle, BundleError
+from .grammar import ActionGrammar, ActionVocab, Decoded
+from .kv import KVCache
+
+VISION, DECODER, EMBED, REFERENCE = "vision.onnx", "decoder.onnx", "embed.npy", "reference.npz"
+
+
+def session_options(threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+def open_graph(path: Path, threads: int = 1, providers: list | None = None):
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options(threads),
+                                    providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise BundleError(f"cannot load {path.name}: {exc}") from None
+
+
+class Engine:
+    """Sessions over one exported model: encode images, run decoder steps on a runtime-owned cache."""
+
+    def __init__(self, vision, decoder, embed: np.ndarray, layers: int, kv_heads: int, head_dim: int):
+        self.vision, self.decoder, self.embed = vision, decoder, embed
+        self.layers, self.kv_heads, self.head_dim = layers, kv_heads, head_dim
+        self._past_names = [n for i in range(layers) for n in (f"past_key_{i}", f"past_value_{i}")]
+
+    @classmethod
+    def from_folder(cls, folder: Path, dims: dict, threads: int = 1, providers: list | None = None,
+                    mmap: bool = True, graphs: tuple[str, str] = (VISION, DECODER)) -> "Engine":
+        embed = np.load(folder / EMBED, mmap_mode="r" if mmap else None)
+        return cls(open_graph(folder / graphs[0], threads, providers), open_graph(folder / graphs[1], threads, providers),
+                   embed, int(dims["layers"]), int(dims["kv_heads"]), int(dims["head_dim"]))
+
+    def new_cache(self, codec: str = "fp32") -> KVCache:
+        return KVCache(codec, self.layers, self.kv_heads, self.head_dim)
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        return self.vision.run(None, {"pixels": pixels.astype(np.float32, copy=False)})[0]
+
+    def embed_ids(self, ids) -> np.ndarray:
+        return np.asarray(self.embed[np.asarray(ids, dtype=np.int64)], dtype=np.float32)[None]
+
+    def step(self, embeds: np.ndarray, cache: KVCache, logit_positions=None) -> np.ndarray:
+        """Run the decoder over ``embeds`` [1, T, D] after the cached tokens; append their K/V.
+
+        Returns logits [L, V] for ``logit_positions`` (default: the last new token).
+        """
+        t = embeds.shape[1]
+        pos = np.array([t - 1] if logit_positions is None else logit_positions, dtype=np.int64)
+        feeds = {"inputs_embeds": embeds.astype(np.float32, copy=False), "logit_positions": pos}
+        feeds.update(zip(self._past_names, cache.feeds()))
+        out = self.decoder.run(None, feeds)
+        cache.append(out[1:])
+        return out[0][0]
+
+    def prompt_embeds(self, prompt: dict, image_embeds: np.ndarray, instruction_ids) -> np.ndarray:
+        parts = []
+        if prompt["prefix"]:
+            parts.append(self.embed_ids(prompt["prefix"]))
+        parts.append(image_embeds.reshape(1, -1, image_embeds.shape[-1]).astype(np.float32))
+        ids = list(instruction_ids) + list(prompt["suffix"])
+        if ids:
+            parts.append(self.embed_ids(ids))
+        return np.concatenate(parts, axis=1)
+
+
+def constrained_decode(engine: Engine, grammar: ActionGrammar, cache: KVCache, logits: np.ndarray,
+                       stats: dict | None = None) -> Decoded:
+    """Greedy decoding under the grammar; forced tokens are appended without a model call."""
+    tokens: list[int] = []
+    pending: list[int] = []
+    calls = forced_n = 0
+    while True:
+        tok = grammar.pick(logits, tokens)
+        tokens.append(tok)
+        pending.append(tok)
+        while not grammar.done(tokens):
+            f = grammar.forced(tokens)
+            if f is None:
+                break
+            tokens.append(f)
+            pending.append(f)
+            forced_n += 1
+        if grammar.done(tokens):
+            break
+        logits = engine.step(engine.embed_ids(pending), cache)[-1]
+        calls += 1
+        pending = []
+    if stats is not None:
+        stats.update(decode_calls=calls, forced_tokens=forced_n, tokens=len(tokens))
+    return grammar.to_decoded(tokens)
+
+
+class Tokenizer:
+    """Instruction -> token ids: ``bytes`` (UTF-8 bytes + offset) or ``hf-json`` (tokenizer.json)."""
+
+    def __init__(self, spec: dict, folder: Path):
+        self.kind = spec.get("kind")
+        self.max_tokens = int(spec.get("max_tokens", 64))
+        if self.kind == "bytes":
+            self.offset = int(spec.get("offset", 4))
+        elif self.kind == "hf-json":
+            try:
+                from tokenizers import Tokenizer as HfTokenizer
+            except ImportError:
+                raise BundleError("this bundle's tokenizer needs the `tokenizers` package") from None
+            self._tok = HfTokenizer.from_file(str(folder / spec.get("file", "tokenizer.json")))
+        else:
+            raise BundleError(f"unknown tokenizer kind {self.kind!r}")
+
+    def encode(self, text: str) -> list[int]:
+        if self.kind == "bytes":
+            return [b + self.offset for b in text.lower().encode("utf-8")[: self.max_tokens]]
+        return self._tok.encode(text, add_special_tokens=False).ids[: self.max_tokens]
+
+
+def preprocess(image: np.ndarray, size: int) -> np.ndarray:
+    """HxWx3 uint8 RGB -> [1, 3, size, size] float32 in 0..1 (normalisation is inside vision.onnx)."""
+    small = Image.fromarray(image).resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+    return (np.asarray(small, dtype=np.float32) * (1 / 255)).transpose(2, 0, 1)[None]
+
+
+class VLMRuntime:
+    """The Runtime for ``family: vlm`` bundles."""
+
+    def __init__(self, bundle: Bundle, cfg: ModelConfig):
+        from .tensorrt import check_engine, providers_for
+
+        m = bundle.manifest
+        self.bundle, self.cfg = bundle, cfg
+        self.name = m.name
+        inp: dict[str, Any] = m.inputs
+        self.image_size = int(inp["image_size"])
+        self.prompt = inp["prompt"]
+        self.dims = inp["kv"]
+        self.tokenizer = Tokenizer(m.tokenizer, bundle.path)
+        self.vocab = ActionVocab.from_dict(m.action_vocab)
+        self.grammar = ActionGrammar(self.vocab)
+        self.codec = getattr(cfg, "kv_cache", None) or (m.kv_cache if m.kv_cache != "none" else "fp16")
+        providers = providers_for(cfg, bundle)
+        check_engine(bundle, providers)  # refuses an engine built for another TensorRT or GPU
+        graphs = (VISION, DECODER)
+        if (m.provenance or {}).get("engine") and providers[0][0] == "TensorrtExecutionProvider":
+            graphs = ("engines/vision_ctx.onnx", "engines/decoder_ctx.onnx")  # EPContext -> the prebuilt engines
+        self.engine = Engine.from_folder(bundle.path, self.dims, cfg.intra_threads, providers, graphs=graphs)
+        self.draft = None
+        if getattr(cfg, "speculative", False):
+            from .speculative import load_draft
+            self.draft = load_draft(Path(cfg.draft_path or bundle.path / "draft"), self, cfg)
+        self.roi = None
+        if getattr(cfg, "roi", "off") != "off":
+            from .roi import RoiState
+            self.roi = RoiState(self)
+        self.last: dict = {}
+
+    def infer(self, image: np.ndarray, instruction: str) -> tuple[Action, dict[str, float]]:
+        if self.roi is not None:
+            return self.roi.infer(image, instruction)
+        return self.infer_view(preprocess(image, self.image_size), instruction)
+
+    def infer_view(self, pixels: np.ndarray, instruction: str) -> tuple[Action, dict[str, float]]:
+        decoded, stages = self.decode_view(pixels, instruction)
+        if decoded.action is None:  # a focus box where no RoI loop is running: nothing to act on
+            return Action(type="wait"), stages
+        return decoded.action, stages
+
+    def decode_view(self, pixels: np.ndarray | list[np.ndarray], instruction: str) -> tuple[Decoded, dict[str, float]]:
+        """Encode one view (or several, their tokens concatenated), prefill, constrained decode."""
+        t0 = time.perf_counter()
+        views = pixels if isinstance(pixels, list) else [pixels]
+        image_embeds = np.concatenate([self.engine.encode(p) for p in views], axis=1)
+        t1 = time.perf_counter()
+        instr = self.tokenizer.encode(instruction)
+        embeds = self.engine.prompt_embeds(self.prompt, image_embeds, instr)
+        cache = self.engine.new_cache(self.codec)
+        logits = self.engine.step(embeds, cache)[-1]
+        t2 = time.perf_counter()
+        stats: dict = {}
+        if self.draft is not None:
+            decoded = self.draft.decode(views[0], instr, cache, logits, stats)
+        else:
+            decoded = constrained_decode(self.engine, self.grammar, cache, logits, stats)
+        t3 = time.perf_counter()
+        self.last = {**stats, "prompt_tokens": embeds.shape[1], "kv_bytes": cache.nbytes()}
+        return decoded, {"vision": (t1 - t0) * 1e3, "prefill": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}
