@@ -14,6 +14,7 @@ import asyncio
 import collections
 import concurrent.futures
 import signal
+import threading
 import time
 from typing import Any
 
@@ -39,6 +40,36 @@ class StreamExists(Exception):
     pass
 
 
+class InferenceExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The inference worker, with an ``idle`` event that background work can wait for.
+
+    On two cores every millisecond another thread computes during an inference is
+    a millisecond added to that action's latency; side work (memory embedding)
+    waits for ``idle`` and so fills the gaps between decisions instead.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(1, thread_name_prefix="policy")
+        self.idle = threading.Event()
+        self.idle.set()
+        self._busy = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):
+        with self._lock:
+            self._busy += 1
+            self.idle.clear()
+        fut = super().submit(fn, *args, **kwargs)
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, _fut) -> None:
+        with self._lock:
+            self._busy -= 1
+            if self._busy == 0:
+                self.idle.set()
+
+
 class Daemon:
     def __init__(self, settings: Settings, notifier: Notifier | None = None):
         self.settings = settings
@@ -57,7 +88,7 @@ class Daemon:
         self._stop = asyncio.Event()
         # one inference at a time across all streams: two cores, and ONNX Runtime
         # already spreads one call over model.intra_threads
-        self.executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="policy")
+        self.executor = InferenceExecutor()
         self.started_mono = time.monotonic()
 
     # -- health -------------------------------------------------------------------
@@ -97,6 +128,8 @@ class Daemon:
     async def remove_stream(self, name: str) -> None:
         task = self._tasks.pop(name, None)
         pipeline = self.pipelines.pop(name, None)
+        if pipeline is not None and pipeline.slot is not None:
+            pipeline.slot.close()  # ends the loop even if a cancellation got lost in a library
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -132,13 +132,13 @@ class FrameSlot:
         self._loop.call_soon_threadsafe(self.close)
 
     async def next(self, after_seq: int = -1) -> Frame | None:
-        """The newest frame with ``seq > after_seq``; ``None`` once closed and drained."""
+        """The newest frame with ``seq > after_seq``; ``None`` once the slot is closed."""
         while True:
+            if self.closed:  # once closed, nothing more is handed out, even a newer frame
+                return None
             frame = self._frame
             if frame is not None and frame.seq > after_seq:
                 self._taken = True
                 return frame
-            if self.closed:
-                return None
             self._event.clear()
             await self._event.wait()

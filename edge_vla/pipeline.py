@@ -193,15 +193,18 @@ class StreamPipeline:
             fut = self._executor.submit(self.policy.decide, frame, instruction, context=context)
         else:
             fut = self._executor.submit(self.policy.decide, frame, instruction)
-        try:
-            decision = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)),
-                                              self.settings.model.timeout_s)
-        except asyncio.TimeoutError:
+        # asyncio.wait, not wait_for: wait_for can swallow a cancellation that races
+        # with the result (Python < 3.12), and a removed stream would then run on
+        pending = asyncio.wrap_future(fut)
+        done, _ = await asyncio.wait({pending}, timeout=self.settings.model.timeout_s)
+        if not done:
             self.stats.policy_timeouts += 1
             self._inflight = fut  # keep it: no new work until the hung call returns
             self._log.error("policy.timeout", timeout_s=self.settings.model.timeout_s, seq=frame.seq)
             self._failed()
             return None
+        try:
+            decision = pending.result()
         except Exception as exc:
             self.stats.policy_errors += 1
             self._inflight_since = None

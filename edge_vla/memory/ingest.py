@@ -31,6 +31,8 @@ from .store import ActionRecord, FrameRecord, MemoryStore, MemoryStoreError
 
 log = structlog.get_logger(__name__)
 
+IDLE_WAIT_S = 0.5  # longest an embedding waits for the policy to be idle
+
 
 def encode_thumb(image: np.ndarray, width: int, fmt: str = "jpeg") -> tuple[bytes, tuple[int, int]]:
     h, w = image.shape[:2]
@@ -63,8 +65,9 @@ class MemoryIngest:
     def __init__(self, cfg: MemoryConfig, embedder: Embedder | None = None,
                  on_failure: Callable[[str, Exception], None] | None = None,
                  on_frame_written: Callable[[FrameRecord, np.ndarray | None], None] | None = None,
-                 store_kwargs: dict[str, Any] | None = None):
+                 store_kwargs: dict[str, Any] | None = None, idle: threading.Event | None = None):
         self.cfg = cfg
+        self.idle = idle  # set while no inference runs: embedding waits for it (bounded)
         self.embedder = embedder or default_embedder()
         self.on_failure = on_failure
         self.on_frame_written = on_frame_written  # e.g. the live regressor (runs in the writer thread)
@@ -172,6 +175,10 @@ class MemoryIngest:
                 self._wake.clear()
                 while self._q:
                     kind, item = self._q.popleft()
+                    if kind == "frame" and self.idle is not None:
+                        # between decisions, not during one: on two cores that is the
+                        # difference between zero and a few ms added to each action
+                        self.idle.wait(IDLE_WAIT_S)
                     if kind == "frame":
                         frames.append(self._record(item))
                         images.append(item.image)

@@ -32,7 +32,8 @@ class MemoryService:
     def __init__(self, daemon: "Daemon"):
         self.daemon = daemon
         self.cfg = daemon.settings.memory
-        self.ingest = MemoryIngest(self.cfg, on_failure=self._failed, on_frame_written=self._written)
+        self.ingest = MemoryIngest(self.cfg, on_failure=self._failed, on_frame_written=self._written,
+                                   idle=getattr(daemon.executor, "idle", None))
         self.regressor = None
         self.regress_error: str | None = None
         self.events_published = 0
