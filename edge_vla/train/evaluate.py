@@ -1,0 +1,189 @@
+"""Evaluation of any policy runtime (an exported bundle's ``VLMRuntime`` or the trainer's ``TorchRuntime``).
+
+A runtime here is anything with ``infer(image, instruction) -> (Action, stages_ms)``
+and optionally ``roi`` (its box is reset between cases). Numpy only: no torch.
+
+- ``grounding``: held-out worlds (odd seeds; training uses even ones) whose
+  oracle's next action is a click; a hit is a click whose pixel (``to_pixels``)
+  lies inside the target element's box. Per resolution, per theme, overall.
+- ``crop_grounding``: the second RoI stage alone: views ``[full, native-scale
+  crop holding the target]`` -> a click mapped back to the frame.
+- ``closed_loop``: held-out tasks run to success or ``max_steps``; success rate,
+  mean steps, sim and wall seconds per task, per task kind.
+- latency per stage from the runtime's own stage times.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from typing import Any, Callable
+
+import numpy as np
+
+from ..actions import Action, crop_to_frame, to_pixels
+from ..sim import THEMES, TASK_KINDS, SimWorld
+from ..sim.scene import inside
+from .data import EVAL_RESOLUTIONS, POINT_KINDS, crop_around
+
+Runtime = Any
+
+
+def _reset(rt: Runtime) -> None:
+    roi = getattr(rt, "roi", None)
+    if roi is not None:
+        roi.box = None
+
+
+def _rate(hits: int, n: int) -> dict:
+    return {"n": n, "hits": hits, "rate": (hits / n) if n else None}
+
+
+def is_hit(action: Action, box: tuple, width: int, height: int) -> bool:
+    if action.type not in POINT_KINDS or action.x is None or action.y is None:
+        return False
+    return inside(box, *to_pixels(action.x, action.y, width, height))
+
+
+def grounding_cases(n: int, seed: int = 0, resolutions=EVAL_RESOLUTIONS, themes=THEMES) -> list[dict]:
+    """``n`` held-out click cases, cycling resolutions x themes; deterministic in ``seed``."""
+    rng = random.Random(f"edge-vla-eval:grounding:{seed}")
+    combos = [(r, t) for r in resolutions for t in themes]
+    cases: list[dict] = []
+    i = 0
+    while len(cases) < n:
+        (w, h), theme = combos[i % len(combos)]
+        i += 1
+        for _ in range(20):  # a world whose next step is a click
+            spec = {"seed": rng.randrange(1 << 29) * 2 + 1, "width": w, "height": h, "theme": theme,
+                    "task": rng.choice(TASK_KINDS)}
+            dt = rng.uniform(0.0, 3.0)
+            world = SimWorld(**spec)
+            world.advance(dt)
+            a = world.oracle()
+            if a.type == "click" and world.target is not None:
+                cases.append({"spec": spec, "dt": dt, "box": tuple(world.target.box), "kind": spec["task"],
+                              "crop_rng": rng.randrange(1 << 30)})
+                break
+    return cases
+
+
+def _world(case: dict) -> SimWorld:
+    w = SimWorld(**case["spec"])
+    w.advance(case["dt"])
+    return w
+
+
+def grounding(rt: Runtime, cases: list[dict], stages: list | None = None) -> dict:
+    by_res: dict = defaultdict(lambda: [0, 0])
+    by_theme: dict = defaultdict(lambda: [0, 0])
+    by_kind: dict = defaultdict(lambda: [0, 0])
+    hits = 0
+    for c in cases:
+        world = _world(c)
+        _reset(rt)
+        action, st = rt.infer(np.ascontiguousarray(world.render()), world.instruction)
+        if stages is not None:
+            stages.append(st)
+        hit = is_hit(action, c["box"], world.width, world.height)
+        hits += hit
+        for d, k in ((by_res, f"{world.width}x{world.height}"), (by_theme, world.theme), (by_kind, c["kind"])):
+            d[k][0] += hit
+            d[k][1] += 1
+    return {**_rate(hits, len(cases)),
+            "per_resolution": {k: _rate(*v) for k, v in sorted(by_res.items())},
+            "per_theme": {k: _rate(*v) for k, v in sorted(by_theme.items())},
+            "per_task": {k: _rate(*v) for k, v in sorted(by_kind.items())}}
+
+
+def crop_grounding(rt: Runtime, cases: list[dict], side_px: int | None = None) -> dict:
+    """The RoI crop stage alone (needs ``rt.decode_view`` and a FOCUS-capable vocabulary)."""
+    from ..runtime.roi import crop_view
+    from ..runtime.vlm import preprocess
+
+    s = rt.image_size
+    side = side_px or s
+    hits, chance = 0, 0.0
+    by_res: dict = defaultdict(lambda: [0, 0])
+    for c in cases:
+        world = _world(c)
+        frame = np.ascontiguousarray(world.render())
+        b = c["box"]
+        crop = crop_around((b[0] + b[2] - 1) / 2, (b[1] + b[3] - 1) / 2, side, world.width, world.height,
+                           random.Random(c["crop_rng"]))
+        decoded, _ = rt.decode_view([preprocess(frame, s), crop_view(frame, crop, s)], world.instruction)
+        hit = False
+        a = decoded.action
+        if a is not None and a.type in POINT_KINDS:
+            x, y = crop_to_frame(a.x, a.y, crop)
+            hit = inside(b, *to_pixels(x, y, world.width, world.height))
+        hits += hit
+        # chance: a uniformly random click in the crop lands in the target's box
+        cb = (crop[0] * world.width / 1000, crop[1] * world.height / 1000, crop[2] * world.width / 1000,
+              crop[3] * world.height / 1000)
+        ix = max(0.0, min(b[2], cb[2]) - max(b[0], cb[0]))
+        iy = max(0.0, min(b[3], cb[3]) - max(b[1], cb[1]))
+        chance += ix * iy / max(1e-9, (cb[2] - cb[0]) * (cb[3] - cb[1]))
+        k = f"{world.width}x{world.height}"
+        by_res[k][0] += hit
+        by_res[k][1] += 1
+    return {**_rate(hits, len(cases)), "chance_rate": chance / len(cases) if cases else None, "crop_side_px": side,
+            "per_resolution": {k: _rate(*v) for k, v in sorted(by_res.items())}}
+
+
+def closed_loop(rt: Runtime, n_tasks: int, seed: int = 0, max_steps: int = 15, dt: float = 0.3,
+                resolutions=EVAL_RESOLUTIONS, stages: list | None = None,
+                on_step: Callable | None = None) -> dict:
+    """Held-out tasks (every kind in turn); ``on_step(world, action)`` sees every visited state (DAgger)."""
+    rng = random.Random(f"edge-vla-eval:closed:{seed}")
+    per_kind: dict = defaultdict(lambda: {"n": 0, "success": 0, "steps": 0, "sim_s": 0.0, "wall_s": 0.0})
+    tot = {"n": 0, "success": 0, "steps": 0, "sim_s": 0.0, "wall_s": 0.0}
+    for i in range(n_tasks):
+        w, h = resolutions[i % len(resolutions)]
+        kind = TASK_KINDS[i % len(TASK_KINDS)]
+        world = SimWorld(seed=rng.randrange(1 << 29) * 2 + 1, width=w, height=h, theme=rng.choice(THEMES),
+                         task=kind)
+        _reset(rt)
+        t0, steps = time.perf_counter(), 0
+        while steps < max_steps and not world.success:
+            frame = np.ascontiguousarray(world.render())
+            if on_step is not None:
+                on_step(world, frame)
+            action, st = rt.infer(frame, world.instruction)
+            if stages is not None:
+                stages.append(st)
+            steps += 1
+            if action.type == "done":
+                break
+            if action.type not in ("wait",):
+                world.execute(action)
+            world.advance(dt)
+        wall = time.perf_counter() - t0
+        for d in (per_kind[kind], tot):
+            d["n"] += 1
+            d["success"] += int(world.success)
+            d["steps"] += steps
+            d["sim_s"] += world.time
+            d["wall_s"] += wall
+
+    def summary(d: dict) -> dict:
+        n = max(1, d["n"])
+        return {"n": d["n"], "success": d["success"], "success_rate": d["success"] / n if d["n"] else None,
+                "mean_steps": d["steps"] / n, "mean_sim_s": d["sim_s"] / n, "mean_wall_s": d["wall_s"] / n}
+
+    return {**summary(tot), "max_steps": max_steps, "dt": dt,
+            "per_task": {k: summary(v) for k, v in sorted(per_kind.items())}}
+
+
+def latency(stages: list[dict]) -> dict:
+    keys = sorted({k for s in stages for k in s})
+    out = {}
+    for k in keys:
+        v = np.array([s.get(k, 0.0) for s in stages])
+        out[k] = {"p50_ms": float(np.percentile(v, 50)), "p95_ms": float(np.percentile(v, 95)), "n": int(len(v))}
+    tot = np.array([sum(s.values()) for s in stages]) if stages else np.zeros(0)
+    if len(tot):
+        out["total"] = {"p50_ms": float(np.percentile(tot, 50)), "p95_ms": float(np.percentile(tot, 95)),
+                        "n": int(len(tot))}
+    return out
