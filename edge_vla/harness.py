@@ -143,8 +143,8 @@ def report(obs: Observation) -> dict:
     pipelines = [*obs.daemon.ended, *obs.daemon.pipelines.values()]
     merged: dict[str, list[float]] = {}
     for p in pipelines:
-        for stage, q in p.latency.samples.items():
-            merged.setdefault(stage, []).extend(q)
+        for stage, v in p.latency.values().items():
+            merged.setdefault(stage, []).extend(v.tolist())
     merged["glass_to_action"] = obs.glass_to_action
     out_streams = {}
     for p in pipelines:

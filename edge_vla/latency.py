@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 
 class LatencyLog:
-    """Keeps the last ``maxlen`` values per stage (ms); cheap to add to on the hot path."""
+    """The last ``maxlen`` values per stage (ms), in preallocated rings: adding on the hot
+    path allocates nothing, and a daemon that runs for weeks holds a fixed amount."""
 
     def __init__(self, maxlen: int = 20000):
         self.maxlen = maxlen
-        self.samples: dict[str, deque[float]] = {}
+        self._rings: dict[str, np.ndarray] = {}
+        self._count: dict[str, int] = {}
 
     def add(self, stages: dict[str, float]) -> None:
         for stage, ms in stages.items():
-            q = self.samples.get(stage)
-            if q is None:
-                q = self.samples[stage] = deque(maxlen=self.maxlen)
-            q.append(ms)
+            ring = self._rings.get(stage)
+            if ring is None:
+                ring = self._rings[stage] = np.empty(self.maxlen, dtype=np.float64)
+                self._count[stage] = 0
+            n = self._count[stage]
+            ring[n % self.maxlen] = ms
+            self._count[stage] = n + 1
+
+    def values(self) -> dict[str, np.ndarray]:
+        """Every stage's kept values (oldest first is not guaranteed: percentiles don't care)."""
+        return {stage: ring[: min(self._count[stage], self.maxlen)] for stage, ring in self._rings.items()}
 
     def summary(self) -> dict[str, dict[str, float]]:
-        return {stage: summarize(list(q)) for stage, q in self.samples.items() if q}
+        return {stage: summarize(v) for stage, v in self.values().items() if v.size}
 
 
-def summarize(values: list[float]) -> dict[str, float]:
+def summarize(values) -> dict[str, float]:
     a = np.asarray(values, dtype=np.float64)
     return {"n": int(a.size), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
             "max": float(a.max()), "mean": float(a.mean())}

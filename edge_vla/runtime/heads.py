@@ -112,6 +112,9 @@ def build_heads_bundle(out: Path, seed: int = 0, image_size: int = 96, bins: int
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
                               producer_name="edge-vla")
+    # the newest onnx writes IR 14, which onnxruntime < 1.24 (all that Python 3.10 / JetPack
+    # 6 gets) refuses; IR 8 is the lowest that carries opset 17
+    model.ir_version = 8
     onnx.checker.check_model(model)
     out.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out / GRAPH))

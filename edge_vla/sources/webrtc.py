@@ -109,7 +109,8 @@ def _patch_aioice_consent_leak() -> None:
     original = Connection.query_consent
 
     async def query_consent(self) -> None:
-        if getattr(self, "_closing", False):
+        # aioice >= 0.11 marks a closing connection with _closing, 0.10 (Python 3.10) with _closed
+        if getattr(self, "_closing", False) or getattr(self, "_closed", False):
             return
         await original(self)
 

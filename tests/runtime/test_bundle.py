@@ -102,3 +102,15 @@ def test_predict_cli_bad_inputs(tiny_bundle, tmp_path, clean_env):
     r = subprocess.run([EDGE_VLA, "predict", "--image", str(good), "--instruction", "x", "--model", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 78 and "no manifest.json" in r.stderr
+
+
+def test_shipped_bundle_verifies_and_loads_on_older_onnxruntime():
+    import onnx
+
+    from edge_vla.config import SHIPPED_MODEL
+
+    b = Bundle.load(SHIPPED_MODEL)
+    for name in b.manifest.files:
+        if name.endswith(".onnx"):
+            # onnxruntime 1.23 (the last with Python 3.10 wheels) reads IR <= 11
+            assert onnx.load(str(b.path / name), load_external_data=False).ir_version <= 10
