@@ -78,7 +78,6 @@ class SamplerConfig(_Section):
     max_fps: float = Field(10.0, gt=0, le=120)
     motion_low: float = Field(0.002, ge=0, le=1, description="mean abs diff (0..1) treated as still")
     motion_high: float = Field(0.03, ge=0, le=1, description="mean abs diff (0..1) treated as busy")
-    thumb: int = Field(32, ge=8, le=256, description="side of the downscaled motion probe")
 
     @model_validator(mode="after")
     def _ordered(self) -> "SamplerConfig":

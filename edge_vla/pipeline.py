@@ -22,11 +22,11 @@ from .actions import ActionMessage
 from .config import Settings
 from .frames import BadFrame, Frame, FrameSlot, check_image
 from .latency import LatencyLog
-from .loop.verifier import Verdict, Verifier, grey_thumb
+from .loop.verifier import Verdict, Verifier
 from .loop.watchdog import StuckWatchdog, screen_state, signature
 from .mqtt import Feedback
 from .policy import Decision, DecisionContext, Policy
-from .sampler import Sampler
+from .sampler import Sampler, grey_thumb
 from .sources import Source
 
 log = structlog.get_logger(__name__)
@@ -170,18 +170,19 @@ class StreamPipeline:
                 return
             self._inflight = None
             self._inflight_since = None
+        thumb = grey_thumb(frame.image)  # one summary per frame, for sampler, verifier and watchdog
         if self.verifier is not None:
-            self._record(self.verifier.observe(frame))
+            self._record(self.verifier.observe(frame, thumb=thumb))
             if self.settings.loop.await_verdict and self.verifier.pending:
                 return  # see the last action's effect before choosing the next
-        if not self.sampler.offer(frame):
+        if not self.sampler.offer(frame, thumb):
             return
         frame = frame.stamp("sampled")
-        self.watchdog.on_state(screen_state(grey_thumb(frame.image)))
+        self.watchdog.on_state(screen_state(thumb))
         self._notify(self.on_sampled, frame)
         decision = await self._decide(frame)
         if decision is not None:
-            self.emit(frame, decision)
+            self.emit(frame, decision, thumb)
 
     async def _decide(self, frame: Frame) -> Decision | None:
         instruction = self.goal or frame.instruction or self.settings.policy.default_instruction
@@ -232,7 +233,7 @@ class StreamPipeline:
             except Exception as exc:
                 self._log.error("policy.restart_failed", error=str(exc))
 
-    def emit(self, frame: Frame, decision: Decision) -> ActionMessage | None:
+    def emit(self, frame: Frame, decision: Decision, thumb=None) -> ActionMessage | None:
         now = time.monotonic()
         deadline_mono = frame.t_capture + self.settings.policy.action_deadline_s
         if now >= deadline_mono:
@@ -269,7 +270,7 @@ class StreamPipeline:
             self.stats.actions_sent += 1
         self.latency.add(latency)
         if self.verifier is not None:
-            self.verifier.track(frame, msg)
+            self.verifier.track(frame, msg, thumb=thumb)
         self._log.debug("action.sent", id=msg.id, type=msg.type, total_ms=latency["total"])
         self._notify(self.on_action, frame, msg)
         return msg

@@ -1,8 +1,8 @@
 """Motion-adaptive sampling: which frames go to the policy, and how often.
 
-Motion is the mean absolute difference (0..1) between tiny grey thumbnails of
-the current frame and the last sampled one, taken by striding (no resize), so
-it costs microseconds. Still scenes are sampled at ``min_fps``, busy ones at
+Motion is the mean absolute difference (0..1) between small grey thumbnails of
+the current frame and the last sampled one (``grey_thumb``, a fraction of a
+millisecond, computed once per frame and shared with the closed loop). Still scenes are sampled at ``min_fps``, busy ones at
 ``max_fps``, linear in between. The caller only offers frames when the policy
 is free, so a busy policy simply means skipped frames (newest wins).
 """
@@ -17,11 +17,23 @@ from .config import SamplerConfig
 from .frames import Frame
 
 
-def thumbnail(image: np.ndarray, side: int) -> np.ndarray:
+THUMB_W = 64
+
+
+def grey_thumb(image: np.ndarray) -> np.ndarray:
+    """A grey picture about 64 px wide, values 0..1: the one cheap summary of a frame that the
+    sampler (motion), the verifier (action effects) and the watchdog (screen states) share.
+
+    Strides first, then block-averages (striding alone aliases text and noise).
+    """
     h, w = image.shape[:2]
-    sy, sx = max(1, h // side), max(1, w // side)
-    small = image[sy // 2::sy, sx // 2::sx][:side, :side]
-    return small.mean(axis=2, dtype=np.float32) * (1 / 255)
+    step = max(1, w // (THUMB_W * 4))
+    small = image[::step, ::step].mean(axis=2, dtype=np.float32) * (1 / 255)
+    k = max(1, small.shape[1] // THUMB_W)
+    hh, ww = (small.shape[0] // k) * k, (small.shape[1] // k) * k
+    if hh == 0 or ww == 0:
+        return small
+    return small[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
 
 
 def motion(a: np.ndarray, b: np.ndarray) -> float:
@@ -50,10 +62,10 @@ class Sampler:
         a = (m - c.motion_low) / (c.motion_high - c.motion_low)
         return c.min_fps + min(1.0, max(0.0, a)) * (c.max_fps - c.min_fps)
 
-    def offer(self, frame: Frame) -> bool:
-        """True when ``frame`` should go to the policy now."""
+    def offer(self, frame: Frame, thumb: np.ndarray | None = None) -> bool:
+        """True when ``frame`` should go to the policy now; ``thumb`` is its ``grey_thumb``."""
         self.stats.offered += 1
-        thumb = thumbnail(frame.image, self.cfg.thumb)
+        thumb = grey_thumb(frame.image) if thumb is None else thumb
         m = 1.0 if self._last_thumb is None else motion(thumb, self._last_thumb)
         fps = self.target_fps(m)
         self.stats.last_motion, self.stats.fps_target = m, fps

@@ -20,21 +20,9 @@ from ..actions import NORM, ActionMessage
 from ..config import LoopConfig
 from ..frames import Frame
 from ..mqtt import Feedback
+from ..sampler import grey_thumb
 
-THUMB_W = 64
 UNVERIFIED = frozenset({"wait", "done"})  # nothing is expected to change
-
-
-def grey_thumb(image: np.ndarray) -> np.ndarray:
-    """About 64 px wide, block-averaged (striding alone aliases text and noise)."""
-    h, w = image.shape[:2]
-    step = max(1, w // (THUMB_W * 4))
-    small = image[::step, ::step].mean(axis=2, dtype=np.float32) * (1 / 255)
-    k = max(1, small.shape[1] // THUMB_W)
-    hh, ww = (small.shape[0] // k) * k, (small.shape[1] // k) * k
-    if hh == 0 or ww == 0:
-        return small
-    return small[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
 
 
 @dataclass(frozen=True)
@@ -66,10 +54,12 @@ class Verifier:
         self.executor_seen = False  # once feedback arrives on this stream, wait for it
         self.counts = {"changed": 0, "unchanged": 0, "timeout": 0}
 
-    def track(self, frame: Frame, msg: ActionMessage, now: float | None = None) -> None:
+    def track(self, frame: Frame, msg: ActionMessage, now: float | None = None,
+              thumb: np.ndarray | None = None) -> None:
         if msg.type in UNVERIFIED:
             return
-        self.pending[msg.id] = _Pending(msg, grey_thumb(frame.image), time.monotonic() if now is None else now)
+        ref = grey_thumb(frame.image) if thumb is None else thumb
+        self.pending[msg.id] = _Pending(msg, ref, time.monotonic() if now is None else now)
 
     def feedback(self, fb: Feedback, now: float | None = None) -> list[Verdict]:
         self.executor_seen = True
@@ -82,11 +72,10 @@ class Verifier:
         p.t_executed = time.monotonic() if now is None else now
         return []
 
-    def observe(self, frame: Frame, now: float | None = None) -> list[Verdict]:
+    def observe(self, frame: Frame, now: float | None = None, thumb: np.ndarray | None = None) -> list[Verdict]:
         if not self.pending:
             return []
         now = time.monotonic() if now is None else now
-        thumb = None
         out = []
         for p in list(self.pending.values()):
             start = p.t_executed if p.t_executed is not None else (

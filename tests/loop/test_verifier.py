@@ -8,7 +8,7 @@ from edge_vla.config import LoopConfig
 from edge_vla.frames import make_frame
 from edge_vla.loop.verifier import Verifier
 from edge_vla.loop.watchdog import StuckWatchdog, parse_action_spec, screen_state, signature
-from edge_vla.loop.verifier import grey_thumb
+from edge_vla.sampler import grey_thumb
 from edge_vla.mqtt import Feedback
 
 W, H = 640, 360
