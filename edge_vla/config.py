@@ -62,6 +62,7 @@ class SourceConfig(_Section):
     height: int = Field(720, ge=64, le=4320, description="sim/lavfi/camera frame height")
     fps: float = Field(30.0, gt=0, le=240)
     seed: int = Field(0, description="sim: world seed")
+    task: str | None = Field(None, description="sim: only this task kind (default: every kind in turn)")
     execute: bool = Field(True, description="sim: run the MQTT executor that carries out actions")
     options: dict[str, str] = Field(default_factory=dict, description="extra PyAV/FFmpeg options")
     reconnect_max_s: float = Field(10.0, gt=0, description="live sources: longest backoff")

@@ -19,7 +19,7 @@ import structlog
 from ..config import SourceConfig
 from ..frames import FrameSlot, make_frame
 from ..mqtt import MqttLink
-from ..sim import SimWorld
+from ..sim import TASK_KINDS, SimWorld
 from ..sim.executor import SimExecutor
 
 log = structlog.get_logger(__name__)
@@ -30,7 +30,9 @@ class SimSource:
 
     def __init__(self, cfg: SourceConfig, **_: object):
         self.cfg = cfg
-        self.world = SimWorld(seed=cfg.seed, width=cfg.width, height=cfg.height)
+        if cfg.task is not None and cfg.task not in TASK_KINDS:
+            raise ValueError(f"source.task {cfg.task!r} is not a simulator task; known: {', '.join(TASK_KINDS)}")
+        self.world = SimWorld(seed=cfg.seed, width=cfg.width, height=cfg.height, task=cfg.task)
         self.lock = threading.Lock()
         self.decode_errors = 0
         self.frames_read = 0

@@ -10,7 +10,7 @@ from edge_vla.daemon import Daemon
 
 def loop_settings(make_settings, broker, task, policy="oracle-blind", **loop):
     return make_settings(broker=broker, policy={"kind": policy},
-                         source={"kind": "sim", "width": 800, "height": 600, "seed": 3},
+                         source={"kind": "sim", "width": 800, "height": 600, "seed": 3, "task": task},
                          sampler={"min_fps": 5, "max_fps": 10},
                          loop={"verify_window_s": 0.6, "max_repeats": 2, "stuck_after_s": 1.5,
                                "escalate_every_s": 1.0, **loop})
@@ -24,8 +24,7 @@ async def start(settings, task):
             break
         await asyncio.sleep(0.02)
     world = d.pipelines["default"].source.world
-    with d.pipelines["default"].source.lock:
-        world.new_task(task)
+    assert world.task_kind == task
     return d, run, world
 
 
@@ -47,7 +46,7 @@ async def test_popup_hides_target_then_agent_recovers(make_settings, broker, col
     actions = parsed(collector, "/default/action")
     verdicts = {v["action_id"]: v for v in parsed(collector, "/default/verdict")}
     # the blind click on the covered Buy button: no effect, and not repeated beyond the limit
-    first = actions[0]
+    first = next(a for a in actions if a["type"] == "click")
     same = [a for a in actions if (a["type"], a.get("x"), a.get("y")) == (first["type"], first.get("x"), first.get("y"))]
     covered = [a for a in same if verdicts.get(a["id"], {}).get("result") == "unchanged"]
     assert len(covered) == 2, [(a["type"], a.get("x"), a.get("y"), verdicts.get(a["id"])) for a in actions]
