@@ -215,10 +215,6 @@ class Settings(BaseSettings):
     watchdog: WatchdogConfig = WatchdogConfig()
     loop: LoopConfig = LoopConfig()
 
-    @property
-    def topic_base(self) -> str:
-        return f"{self.mqtt.topic_prefix}/{self.device_id}"
-
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain JSON data with every secret masked."""
         return json.loads(self.model_dump_json())  # SecretStr dumps as "**********"

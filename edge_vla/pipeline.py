@@ -23,7 +23,7 @@ from .config import Settings
 from .frames import BadFrame, Frame, FrameSlot, check_image
 from .latency import LatencyLog
 from .loop.verifier import Verdict, Verifier
-from .loop.watchdog import StuckWatchdog, screen_state, signature
+from .loop.watchdog import StuckWatchdog, screen_state
 from .mqtt import Feedback
 from .policy import Decision, DecisionContext, Policy
 from .sampler import Sampler, grey_thumb

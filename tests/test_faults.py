@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import ssl
 import subprocess
 import threading
 import time
 
-import pytest
 
 from edge_vla import policy as policy_registry
 from edge_vla.actions import Action, ActionMessage

@@ -6,7 +6,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 
 from edge_vla.actions import ActionMessage
 from edge_vla.frames import FrameSlot, make_frame

@@ -40,12 +40,6 @@ class Embedding:
     cols: int
     rows: int
 
-    def tile_box(self, i: int) -> tuple[int, int, int, int]:
-        """Tile ``i`` as (x0, y0, x1, y1) in 0..1000 frame coordinates."""
-        r, c = divmod(i, self.cols)
-        return (c * 1000 // self.cols, r * 1000 // self.rows,
-                (c + 1) * 1000 // self.cols, (r + 1) * 1000 // self.rows)
-
 
 class Embedder(Protocol):
     name: str

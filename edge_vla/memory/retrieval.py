@@ -52,9 +52,6 @@ class Retriever:
                  t_to: float | None = None, kind: str | None = None) -> list[Hit]:
         return self.store.knn(self.embedder.embed(image).frame, k, stream, t_from, t_to, kind)
 
-    def by_time(self, stream: str | None, t_from: float | None, t_to: float | None, limit: int = 100) -> list[Hit]:
-        return self.store.frames_between(stream, t_from, t_to, limit)
-
     def mentioning(self, text: str, stream: str | None = None, limit: int = 3) -> list[Hit]:
         words = [w for w in _WORD.findall(text.lower()) if w not in _STOP][:6]
         if not words:

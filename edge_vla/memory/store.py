@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,9 +298,6 @@ class MemoryStore:
             raise WriteFailed(f"memory database {self.path}: write failed: {type(exc).__name__}: {exc}") from None
         return ids
 
-    def add_frames(self, frames: Sequence[FrameRecord]) -> list[int]:
-        return self.write_batch(frames)
-
     # -- retention -----------------------------------------------------------------------------
     def used_bytes(self) -> int:
         pages = self._one("PRAGMA page_count")
@@ -481,10 +477,3 @@ class MemoryStore:
     def run_frames(self, name: str) -> list[Hit]:
         return self.frames_between(None, None, None, limit=10**9, run=name)
 
-
-def open_store(path: str | Path, **kw: Any) -> MemoryStore:
-    return MemoryStore(path, **kw)
-
-
-def file_sizes(path: Path) -> int:
-    return sum(os.path.getsize(p) for p in (str(path), str(path) + "-wal", str(path) + "-shm") if os.path.exists(p))

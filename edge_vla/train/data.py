@@ -162,10 +162,6 @@ def random_history(world: SimWorld, rng: random.Random, vocab: ActionVocab, cur:
 
 
 # ----------------------------------------------------------------------------- views and labels
-def grid_of(image_size: int, patch: int, merge: int) -> int:
-    return image_size // patch // merge
-
-
 def cells_for_box(box_n: tuple[float, float, float, float], grid: int) -> list[int]:
     """Cells of a grid x grid token map that overlap a box given in view-normalized 0..1000 units."""
     x0, y0, x1, y1 = (max(0.0, min(float(NORM), v)) for v in box_n)
