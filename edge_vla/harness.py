@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .broker import Mosquitto, free_port
-from .config import MqttConfig, Settings
+from .config import Settings
 from .daemon import Daemon
 from .latency import summarize
 from .mqtt import MqttLink
@@ -95,7 +95,7 @@ async def observe(settings: Settings, seconds: float,
     from .actions import ActionMessage
 
     obs = Observation()
-    watcher = MqttLink(MqttConfig(**{**settings.mqtt.model_dump(), "client_id": None}), settings.device_id,
+    watcher = MqttLink(settings.mqtt.model_copy(update={"client_id": None}), settings.device_id,
                        client_id=f"edge-vla-observer-{os.getpid()}", availability=False)
 
     def got_action(_topic: str, payload: bytes) -> None:

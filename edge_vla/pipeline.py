@@ -85,6 +85,7 @@ class StreamPipeline:
         # Side consumers (memory, verification): called on the loop, must only enqueue.
         self.on_sampled: list[Callable[[Frame], None]] = []
         self.on_action: list[Callable[[Frame, ActionMessage], None]] = []
+        self.on_feedback_hooks: list[Callable[[Feedback], None]] = []
         self.slot: FrameSlot | None = None
         self._seq = 0
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"policy-{stream}")
@@ -111,6 +112,7 @@ class StreamPipeline:
     def on_feedback(self, fb: Feedback) -> None:
         self.stats.feedback[fb.status] += 1
         self._log.debug("feedback.received", action_id=fb.action_id, status=fb.status)
+        self._notify(self.on_feedback_hooks, fb)
         if self.verifier is not None:
             self._record(self.verifier.feedback(fb))
 

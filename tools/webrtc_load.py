@@ -27,12 +27,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import paho.mqtt.client as paho
 import psutil
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_vla.broker import Mosquitto, free_port
+from edge_vla.latency import summarize
 
 EDGE_VLA = str(Path(sys.executable).parent / "edge-vla")
 DEVICE = "load"
@@ -41,8 +41,8 @@ DEVICE = "load"
 def pct(values: list[float]) -> dict:
     if not values:
         return {"n": 0}
-    a = np.asarray(values)
-    return {"n": int(a.size), "p50": round(float(np.percentile(a, 50)), 2), "p95": round(float(np.percentile(a, 95)), 2)}
+    s = summarize(values)
+    return {"n": s["n"], "p50": round(s["p50"], 2), "p95": round(s["p95"], 2)}
 
 
 def metrics(port: int) -> dict[str, float]:

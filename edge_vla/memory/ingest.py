@@ -26,6 +26,7 @@ from PIL import Image
 
 from ..config import MemoryConfig
 from ..frames import Frame
+from ..mqtt import Feedback
 from .embed import Embedder, default_embedder
 from .store import ActionRecord, FrameRecord, MemoryStore, MemoryStoreError
 
@@ -105,17 +106,12 @@ class MemoryIngest:
         self._q.append(("action", ActionRecord(msg.id, frame.stream, frame.seq, msg.published_ts, action)))
         self._wake.set()
 
-    def on_feedback(self, _topic: str, payload: bytes) -> None:
-        """Verdicts: the executor's feedback on an action (``P/S/feedback``)."""
+    def on_feedback(self, fb: Feedback) -> None:
+        """Verdicts: the executor's feedback on an action, already parsed by the pipeline
+        (from MQTT or a WebRTC data channel)."""
         if not self.enabled:
             return
-        try:
-            import json
-
-            data = json.loads(payload)
-            self._q.append(("verdict", (str(data["action_id"]), str(data["status"]))))
-        except Exception:  # malformed feedback is the MQTT layer's to count
-            return
+        self._q.append(("verdict", (fb.action_id, fb.status)))
         self._wake.set()
 
     # -- lifecycle ------------------------------------------------------------------------------

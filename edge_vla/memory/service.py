@@ -42,10 +42,8 @@ class MemoryService:
     def attach(self, pipeline: "StreamPipeline") -> None:
         pipeline.on_sampled.append(self.ingest.on_sampled)
         pipeline.on_action.append(self.ingest.on_action)
+        pipeline.on_feedback_hooks.append(self.ingest.on_feedback)
         self._pipelines.append(pipeline)
-        link = self.daemon.link
-        if link is not None:  # a distinct pattern from the daemon's "+" one: both handlers run
-            link.subscribe(link.topic(pipeline.stream, "feedback"), self.ingest.on_feedback)
 
     def start(self) -> None:
         self.ingest.start()

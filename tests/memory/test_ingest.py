@@ -10,6 +10,7 @@ from edge_vla.actions import ActionMessage
 from edge_vla.config import MemoryConfig
 from edge_vla.memory.ingest import MemoryIngest
 from edge_vla.memory.store import MemoryStore
+from edge_vla.mqtt import Feedback
 
 from .helpers import frame
 
@@ -34,7 +35,7 @@ def test_hooks_enqueue_fast_and_batches_are_written(tmp_path):
     per_call_ms = (time.perf_counter() - t0) * 1e3 / len(frames)
     m = msg_for(frames[5])
     ing.on_action(frames[5], m)
-    ing.on_feedback("p/default/feedback", f'{{"v":1,"action_id":"{m.id}","status":"executed","ts":1}}'.encode())
+    ing.on_feedback(Feedback(v=1, action_id=m.id, status="executed", ts=1))
     ing.stop()
     assert per_call_ms < 0.5, per_call_ms  # the event loop never waits for embedding or the database
     assert ing.stats.written == 40 and ing.stats.batches >= 5 and ing.failure is None
