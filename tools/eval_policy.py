@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Evaluate a policy bundle in the simulator; prints one JSON object (issue 5).
 
-    tools/eval_policy.py BUNDLE [--cases 100] [--closed-loop 30] [--roi auto|focus|off] [--out FILE]
+    tools/eval_policy.py BUNDLE [--cases 100] [--closed-loop 30] [--daemon 6] [--roi auto|focus|off] [--out FILE]
 
 Grounding accuracy on held-out screens (the click lands inside the target's box)
 per resolution, theme and task; the RoI crop stage alone; closed-loop task
@@ -34,15 +34,20 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kv-cache", choices=["fp32", "fp16", "int8", "int4"])
     ap.add_argument("--resolutions", help="comma list WxH (default: 390x844,1280x720,1920x1080,3840x2160)")
+    ap.add_argument("--daemon", type=int, default=0,
+                    help="also run this many held-out tasks through the full daemon over MQTT")
+    ap.add_argument("--daemon-seconds", type=float, default=10.0, help="wall time per daemon task")
     ap.add_argument("--out", help="also write the JSON here")
     a = ap.parse_args(argv)
 
+    from edge_vla import log
     from edge_vla.config import ModelConfig
     from edge_vla.runtime.bundle import Bundle
     from edge_vla.runtime.families import load_runtime
     from edge_vla.train import evaluate as ev
     from edge_vla.train.data import EVAL_RESOLUTIONS
 
+    log.configure("warning", "json")  # stdout is the JSON result
     bundle = Bundle.load(Path(a.bundle))
     focus = bool(bundle.manifest.action_vocab.get("focus"))
     roi = ("focus" if focus else "off") if a.roi == "auto" else a.roi
@@ -65,6 +70,9 @@ def main(argv=None) -> int:
         out["closed_loop"] = ev.closed_loop(rt, a.closed_loop, seed=a.seed, max_steps=a.max_steps,
                                             resolutions=res, stages=stages)
     out["latency_ms"] = ev.latency(stages)
+    if a.daemon:
+        out["daemon"] = ev.through_daemon(a.bundle, a.daemon, seed=a.seed, seconds=a.daemon_seconds,
+                                          threads=a.threads, kv_cache=a.kv_cache)
     out["eval_s"] = round(time.perf_counter() - t0, 2)
     text = json.dumps(out, indent=2)
     if a.out:

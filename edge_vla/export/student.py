@@ -2,7 +2,9 @@
 
 A small SigLIP vision tower, an optional 2x2 token merge (fewer image tokens:
 the student notes show throughput is set by token count), a two-layer MLP
-projector and a ``LlamaForCausalLM`` decoder whose vocabulary ends with the
+projector, an optional fixed 2-D sinusoidal code of each merged token's grid cell
+(``pos_code``: what lets the decoder copy "where" from the token it attends to
+into coordinate bins, instead of learning it), and a ``LlamaForCausalLM`` decoder whose vocabulary ends with the
 action tokens (``edge_vla.runtime.grammar.ActionVocab``). ``save_pretrained``
 writes a normal checkpoint folder (config.json ``model_type:
 edge_vla_student`` + safetensors) that ``edge-vla export`` reads. Training is
@@ -22,7 +24,7 @@ class EdgeVlaStudentConfig(PretrainedConfig):
     sub_configs = {"vision_config": SiglipVisionConfig, "text_config": LlamaConfig}
 
     def __init__(self, vision_config=None, text_config=None, merge: int = 2, image_token_id: int = 3,
-                 action_start: int | None = None, action_bins: int = 200, **kwargs):
+                 action_start: int | None = None, action_bins: int = 200, pos_code: bool = False, **kwargs):
         if isinstance(vision_config, dict):
             vision_config = SiglipVisionConfig(**vision_config)
         if isinstance(text_config, dict):
@@ -33,6 +35,7 @@ class EdgeVlaStudentConfig(PretrainedConfig):
         self.image_token_id = image_token_id
         self.action_start = action_start
         self.action_bins = action_bins
+        self.pos_code = pos_code
         super().__init__(**kwargs)
 
 
@@ -48,6 +51,11 @@ class EdgeVlaStudent(PreTrainedModel):
         td = config.text_config.hidden_size
         self.projector = nn.Sequential(nn.LayerNorm(vd), nn.Linear(vd, td), nn.GELU(), nn.Linear(td, td))
         self.language_model = LlamaForCausalLM(config.text_config)
+        if config.pos_code:
+            vc = config.vision_config
+            grid = vc.image_size // vc.patch_size // config.merge
+            # derived from the config, not a weight: not in the checkpoint, a constant in the export
+            self.register_buffer("cell_code", cell_code(grid, td), persistent=False)
         self.post_init()
 
     def _init_weights(self, module):
@@ -66,7 +74,10 @@ class EdgeVlaStudent(PreTrainedModel):
             b, n2, c = x.shape
             n = int(round(n2 ** 0.5))
             x = x.view(b, n // m, m, n // m, m, c).permute(0, 1, 3, 2, 4, 5).reshape(b, (n // m) ** 2, m * m * c)
-        return self.projector(x)
+        x = self.projector(x)
+        if self.config.pos_code:
+            x = x + self.cell_code.to(x.dtype)
+        return x
 
     def forward(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, **kwargs):
         embeds = self.language_model.get_input_embeddings()(input_ids)
@@ -78,15 +89,31 @@ class EdgeVlaStudent(PreTrainedModel):
         return self.language_model(inputs_embeds=embeds, **kwargs)
 
 
+def cell_code(grid: int, dim: int, scale: float = 0.5) -> torch.Tensor:
+    """[grid*grid, dim]: half the channels code the cell centre's x, half its y, at log-spaced frequencies."""
+    q = dim // 4
+    freqs = torch.exp(torch.linspace(0.0, torch.log(torch.tensor(64.0)), q))
+    centres = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+    def code(v):  # [grid] -> [grid, 2q]
+        a = v[:, None] * freqs[None, :] * torch.pi
+        return torch.cat([a.sin(), a.cos()], -1)
+    cx, cy = code(centres), code(centres)
+    out = torch.zeros(grid, grid, dim)
+    out[:, :, : 2 * q] = cx[None, :, :]
+    out[:, :, 2 * q: 4 * q] = cy[:, None, :]
+    return (scale * out).reshape(grid * grid, dim)
+
+
 def tiny_student_config(vocab: int = 640, hidden: int = 64, layers: int = 2, image_size: int = 64,
-                        patch: int = 8, vision_hidden: int = 48, action_start: int = 300) -> EdgeVlaStudentConfig:
+                        patch: int = 8, vision_hidden: int = 48, action_start: int = 300,
+                        pos_code: bool = False) -> EdgeVlaStudentConfig:
     return EdgeVlaStudentConfig(
         vision_config=dict(hidden_size=vision_hidden, intermediate_size=vision_hidden * 2, num_hidden_layers=2,
                            num_attention_heads=2, image_size=image_size, patch_size=patch),
         text_config=dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          head_dim=hidden // 4, max_position_embeddings=1024, tie_word_embeddings=False),
-        merge=2, image_token_id=3, action_start=action_start, action_bins=200,
+        merge=2, image_token_id=3, action_start=action_start, action_bins=200, pos_code=pos_code,
     )
 
 

@@ -48,6 +48,7 @@ class TrainConfig:
     warmup_steps: int = 100
     schedule_samples: int = 400_000    # cosine decay horizon (a full run)
     aux_weight: float = 1.0            # the pointer loss: what broke the plateau in the field notes
+    bin_sigma: float = 2.0             # Gaussian soft targets over coordinate bins (0: hard labels)
     curriculum_samples: int = 40_000
     eval_every: int = 2000             # samples between held-out evaluations
     eval_cases: int = 48               # held-out crop cases (native-scale crop holding the target)
@@ -122,32 +123,51 @@ class Trainer:
         self.stream = Stream(self.vocab, self.image_size, self.grid, seed=cfg.seed, split="train",
                              curriculum=Curriculum(cfg.curriculum_samples), teacher=self.teacher,
                              samples_per_state=cfg.samples_per_state)
-        self._pool = None
+        self._workers = None
+        self._prefetch = None
         self.out.mkdir(parents=True, exist_ok=True)
         if not (self.out / CONFIG).is_file():
             (self.out / CONFIG).write_text(json.dumps(asdict(cfg), indent=2) + "\n")
 
     # ------------------------------------------------------------------ data
-    def _pool_map(self, args: list):
-        if self.cfg.workers <= 0 or self.teacher is not None:
-            return [state_samples(a) for a in args]
-        if self._pool is None:
+    def _pool(self):
+        if self._workers is None:
             import multiprocessing as mp
-            self._pool = mp.get_context("spawn" if self.cfg.device != "cpu" else "fork").Pool(self.cfg.workers)
-        return self._pool.map(state_samples, args, chunksize=max(1, len(args) // (2 * self.cfg.workers)))
+            # fork is safe: workers render with numpy/Pillow only, never torch
+            self._workers = mp.get_context("spawn" if self.cfg.device != "cpu" else "fork").Pool(self.cfg.workers)
+        return self._workers
+
+    def _stream_job(self, first: int, count: int, seen: int):
+        """States ``first..first+count-1`` rendered by the workers while the model trains (None: inline)."""
+        if self.cfg.workers <= 0 or self.teacher is not None:
+            return None
+        args = [(self.stream, i, seen) for i in range(first, first + count)]
+        return self._pool().map_async(state_samples, args, chunksize=max(1, count // (2 * self.cfg.workers)))
 
     def next_batch(self) -> list[Sample]:
+        """Batch ``k``: the next stream states (+ DAgger states once there are some). The stream part of
+        the following batch is already being rendered (same indices and curriculum point as without
+        prefetching, so a run is the same with or without workers)."""
         cfg = self.cfg
         n_states = cfg.batch_states
         rng = random.Random(f"edge-vla-train:{cfg.seed}:dagger-pick:{self.step_n}")
         n_dagger = 0
         if self.dagger and cfg.dagger_frac > 0:
             n_dagger = min(n_states - 1, int(round(n_states * cfg.dagger_frac)))
-        idx = list(range(self.state_index, self.state_index + n_states - n_dagger))
-        self.state_index += len(idx)
-        out: list[Sample] = []
-        for samples in self._pool_map([(self.stream, i, self.seen) for i in idx]):
-            out.extend(samples)
+        n_stream = n_states - n_dagger
+        key = (self.state_index, n_stream, self.seen)
+        if self._prefetch is not None and self._prefetch[0] == key:
+            batches = self._prefetch[1].get()
+        else:
+            job = self._stream_job(*key)
+            batches = job.get() if job is not None else [state_samples((self.stream, i, self.seen))
+                                                         for i in range(self.state_index,
+                                                                        self.state_index + n_stream)]
+        self.state_index += n_stream
+        nxt = (self.state_index, n_stream, self.seen + n_states * cfg.samples_per_state)
+        job = self._stream_job(*nxt)
+        self._prefetch = (nxt, job) if job is not None else None
+        out: list[Sample] = [s for samples in batches for s in samples]
         for _ in range(n_dagger):
             out.extend(self.dagger_samples(rng.choice(self.dagger), rng))
         return out
@@ -176,7 +196,7 @@ class Trainer:
 
     def loss_on(self, samples: list[Sample]) -> tuple[torch.Tensor, dict]:
         batch = collate(samples, self.grid ** 2)
-        return batch_loss(self.model, self.head, batch, self.cfg.aux_weight, self.device)
+        return batch_loss(self.model, self.head, batch, self.cfg.aux_weight, self.device, self.cfg.bin_sigma)
 
     def train_step(self) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -303,7 +323,8 @@ class Trainer:
                                 **self.evaluate()})
         finally:
             self.save()
-            if self._pool is not None:
-                self._pool.close()
-                self._pool = None
+            if self._workers is not None:
+                self._workers.terminate()
+                self._workers = None
+                self._prefetch = None
         return {"samples": self.seen, "steps": self.step_n, "wall_s": self.wall_s, "last": info}

@@ -223,3 +223,15 @@ def test_eval_tool_on_a_tiny_exported_bundle(tiny_bundle, tmp_path):
     assert res["roi"] == "focus" and res["crop_grounding"]["n"] == 4
     assert res["closed_loop"]["n"] == 2 and 0 <= res["closed_loop"]["success_rate"] <= 1
     assert {"vision", "prefill", "decode", "total"} <= set(res["latency_ms"])
+
+
+def test_through_the_daemon_counts_successes_over_mqtt(tiny_bundle):
+    """The shipped path (sim -> daemon -> broker -> executor): the oracle policy succeeds, which a
+    task the executor never saw finish could not."""
+    ok = ev.through_daemon(str(tiny_bundle), 2, seed=5, seconds=6.0, width=640, height=480, policy="oracle")
+    assert ok["n"] == 2 and ok["success_rate"] == 1.0 and ok["actions"] >= 2
+    assert ok["glass_to_action_ms"]["n"] == ok["actions"]
+    # random weights cannot type the value and then submit in two seconds
+    idle = ev.through_daemon(str(tiny_bundle), 1, seed=5, seconds=2.0, width=640, height=480,
+                             kinds=("fill_and_submit",))
+    assert idle["success_rate"] == 0.0
