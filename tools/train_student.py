@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher-bundle", help="label states with this exported bundle instead of the oracle")
     ap.add_argument("--save-every-s", type=float, default=600.0)
     ap.add_argument("--no-final-eval", action="store_true")
-    for f in ("preset", "seed", "batch_states", "samples_per_state", "lr", "aux_weight", "bin_sigma", "curriculum_samples",
+    for f in ("preset", "seed", "batch_states", "samples_per_state", "lr", "aux_weight", "bin_sigma", "attn_weight", "curriculum_samples",
               "schedule_samples", "eval_every", "eval_cases", "eval_full_cases", "dagger_start", "dagger_every",
               "dagger_tasks", "dagger_beta", "dagger_frac", "warmup_steps"):
         default = getattr(d, f)

@@ -61,7 +61,9 @@ class RoiState:
         h, w = image.shape[:2]
         full = preprocess(image, s)
         stages: dict[str, float] = {}
-        for _ in range(2):  # at most: a global pass that sets the focus, then the two-view pass
+        # at most: a global pass that sets the focus, the two-view pass, and one more two-view pass
+        # when that one re-aims (the target was not in the crop) - so a single frame can still hit
+        for _ in range(3):
             views = [full] if self.box is None else [full, crop_view(image, self.box, s)]
             decoded, st = rt.decode_view(views, instruction)
             for k, v in st.items():

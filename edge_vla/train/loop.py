@@ -49,6 +49,7 @@ class TrainConfig:
     schedule_samples: int = 400_000    # cosine decay horizon (a full run)
     aux_weight: float = 1.0            # the pointer loss: what broke the plateau in the field notes
     bin_sigma: float = 2.0             # Gaussian soft targets over coordinate bins (0: hard labels)
+    attn_weight: float = 1.0           # supervise one decoder head to attend to the target's cells
     curriculum_samples: int = 40_000
     eval_every: int = 2000             # samples between held-out evaluations
     eval_cases: int = 48               # held-out crop cases (native-scale crop holding the target)
@@ -196,7 +197,8 @@ class Trainer:
 
     def loss_on(self, samples: list[Sample]) -> tuple[torch.Tensor, dict]:
         batch = collate(samples, self.grid ** 2)
-        return batch_loss(self.model, self.head, batch, self.cfg.aux_weight, self.device, self.cfg.bin_sigma)
+        return batch_loss(self.model, self.head, batch, self.cfg.aux_weight, self.device, self.cfg.bin_sigma,
+                          self.cfg.attn_weight)
 
     def train_step(self) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -313,7 +315,7 @@ class Trainer:
                 losses.append(info["loss"])
                 if self.seen >= self.next_eval:
                     self.log_curve({"loss": float(np.mean(losses[-50:])), "ce": info["ce"],
-                                    "pointer": info["pointer"], **self.evaluate()})
+                                    "pointer": info["pointer"], "attn": info.get("attn"), **self.evaluate()})
                     self.next_eval = self.seen + self.cfg.eval_every
                 if time.monotonic() - last_save > save_every_s:
                     self.save()

@@ -114,15 +114,24 @@ def collate(samples: list[Sample], n_image: int) -> dict:
 
 
 def hidden_states(model: EdgeVlaStudent, ids: torch.Tensor, pixels: torch.Tensor,
-                  mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Final (normed) decoder states [B, T, D]; pixels in 0..1 (the student's normalisation is HALF)."""
+                  mask: torch.Tensor | None = None, attentions: bool = False):
+    """Final (normed) decoder states [B, T, D]; pixels in 0..1 (the student's normalisation is HALF).
+    With ``attentions``: also the last layer's attention weights [B, H, T, T] (eager attention)."""
     lm = model.language_model
     embeds = lm.get_input_embeddings()(ids)
     if pixels.shape[0]:
         feats = model.get_image_features((pixels - 0.5) / 0.5).to(embeds.dtype)
         img = (ids == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
         embeds = embeds.masked_scatter(img, feats.reshape(-1))
-    return lm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+    if not attentions:
+        return lm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+    impl = lm.config._attn_implementation
+    lm.config._attn_implementation = "eager"  # sdpa does not return weights; same maths
+    try:
+        out = lm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, output_attentions=True)
+    finally:
+        lm.config._attn_implementation = impl
+    return out.last_hidden_state, out.attentions[-1]
 
 
 def soft_targets(tgt: torch.Tensor, vocab_size: int, sigma: float) -> torch.Tensor:
@@ -146,10 +155,14 @@ def soft_targets(tgt: torch.Tensor, vocab_size: int, sigma: float) -> torch.Tens
 
 
 def batch_loss(model: EdgeVlaStudent, head: PointerHead, batch: dict, aux_weight: float = 1.0,
-               device: str | torch.device = "cpu", bin_sigma: float = 0.0) -> tuple[torch.Tensor, dict]:
+               device: str | torch.device = "cpu", bin_sigma: float = 0.0,
+               attn_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     n_image = grid_size(model) ** 2
     ids, labels, mask = batch["ids"].to(device), batch["labels"].to(device), batch["mask"].to(device)
-    h = hidden_states(model, ids, batch["pixels"].to(device), mask)
+    if attn_weight > 0:
+        h, attn = hidden_states(model, ids, batch["pixels"].to(device), mask, attentions=True)
+    else:
+        h, attn = hidden_states(model, ids, batch["pixels"].to(device), mask), None
     sel = labels != -100
     logits = model.language_model.lm_head(h[sel])
     tgt = labels[sel]
@@ -171,8 +184,35 @@ def batch_loss(model: EdgeVlaStudent, head: PointerHead, batch: dict, aux_weight
         ptr_hits.append(float(int(scores.argmax()) in cells))
     ptr = torch.stack(ptr_losses).mean() if ptr_losses else ce.new_zeros(())
     loss = ce + aux_weight * ptr
-    return loss, {"ce": float(ce.detach()), "pointer": float(ptr.detach()), "token_acc": float(acc),
-                  "pointer_acc": float(np.mean(ptr_hits)) if ptr_hits else None}
+    info = {"ce": float(ce.detach()), "pointer": float(ptr.detach()), "token_acc": float(acc),
+            "pointer_acc": float(np.mean(ptr_hits)) if ptr_hits else None}
+    if attn is not None:
+        att = attention_pointer_loss(attn, labels, batch["pointer"], n_image)
+        loss = loss + attn_weight * att
+        info["attn"] = float(att.detach())
+    return loss, info
+
+
+def attention_pointer_loss(attn: torch.Tensor, labels: torch.Tensor, pointer: list, n_image: int) -> torch.Tensor:
+    """Head 0 of the last decoder layer, at every position that predicts a coordinate bin, should put its
+    weight on the image tokens of the target's cells: -log(mass there).
+
+    This is what makes coordinates learnable: that head's output is then the target tokens' values,
+    which carry their cell code, and the bin logits become a linear read-out of it (the auxiliary
+    pointer head alone shapes the states but leaves the decoder to find this route by itself)."""
+    lo = action_vocab().bin_id(0)
+    is_bin = (labels >= lo) & (labels < lo + action_vocab().bins)
+    terms = []
+    for b, (view, cells) in enumerate(pointer):
+        if view < 0 or not cells:
+            continue
+        pos = is_bin[b].nonzero().flatten()
+        if not len(pos):
+            continue
+        keys = torch.tensor([1 + view * n_image + c for c in cells], device=attn.device)
+        mass = attn[b, 0][pos][:, keys].sum(-1)
+        terms.append(-torch.log(mass.float() + 1e-6).mean())
+    return torch.stack(terms).mean() if terms else attn.new_zeros(())
 
 
 # ----------------------------------------------------------------------------- decoding like the runtime

@@ -106,13 +106,37 @@ def test_loss_step_decreases_loss_on_a_tiny_model():
     opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=3e-3)
     losses = []
     for _ in range(6):
-        loss, info = batch_loss(model, head, batch)
+        loss, info = batch_loss(model, head, batch, bin_sigma=2.0, attn_weight=1.0)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
-    assert info["pointer"] > 0 and info["ce"] > 0
+    assert info["pointer"] > 0 and info["ce"] > 0 and info["attn"] > 0
     assert losses[-1] < losses[0] * 0.8, losses
+
+
+def test_soft_bins_and_attention_pointer_losses():
+    from edge_vla.train.model import attention_pointer_loss, soft_targets
+
+    lo = VOCAB.bin_id(0)
+    t = soft_targets(torch.tensor([lo + 50, 5]), 700, sigma=2.0)
+    assert abs(float(t[0].sum()) - 1) < 1e-6 and int(t[0].argmax()) == lo + 50
+    assert float(t[0, lo + 51]) > float(t[0, lo + 55]) > 0 and float(t[0, lo + 80]) < 1e-6
+    assert float(t[1, 5]) == 1.0  # not a coordinate: one-hot
+    # one sample: 4 image tokens (positions 1..4), the bin label at position 6; target cell 2
+    labels = torch.full((1, 8), -100)
+    labels[0, 6] = lo + 10
+    attn = torch.full((1, 1, 8, 8), 1 / 8)
+    on = attn.clone()
+    on[0, 0, 6] = 0.0
+    on[0, 0, 6, 1 + 2] = 1.0
+    off = attn.clone()
+    off[0, 0, 6] = 0.0
+    off[0, 0, 6, 1 + 1] = 1.0
+    ptr = [(0, [2])]
+    assert float(attention_pointer_loss(on, labels, ptr, 4)) < 1e-4
+    assert float(attention_pointer_loss(attn, labels, ptr, 4)) == pytest.approx(np.log(8), rel=1e-4)
+    assert float(attention_pointer_loss(off, labels, ptr, 4)) > 10
 
 
 def _cfg(**kw) -> TrainConfig:
