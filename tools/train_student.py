@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=d.threads, help="torch intra-op threads")
     ap.add_argument("--workers", type=int, default=d.workers, help="data-generation processes")
     ap.add_argument("--teacher-bundle", help="label states with this exported bundle instead of the oracle")
+    ap.add_argument("--init-from", help="start from the weights of this checkpoint whose names and shapes match")
     ap.add_argument("--save-every-s", type=float, default=600.0)
     ap.add_argument("--no-final-eval", action="store_true")
     for f in ("preset", "seed", "batch_states", "samples_per_state", "lr", "aux_weight", "bin_sigma", "attn_weight", "curriculum_samples",

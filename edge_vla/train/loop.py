@@ -32,7 +32,8 @@ from ..export.student import EdgeVlaStudent
 from ..sim.defects import compress
 from .data import Curriculum, Sample, Stream, make_samples, replay, state_samples, world_spec
 from .evaluate import crop_grounding, grounding, grounding_cases
-from .model import PointerHead, TorchRuntime, action_vocab, batch_loss, build_student, collate, grid_size
+from .model import (PointerHead, TorchRuntime, action_vocab, batch_loss, build_student, collate, grid_size,
+                    init_from)
 
 CKPT, STATE, CURVE, CONFIG = "checkpoint", "train_state.pt", "curve.jsonl", "train_config.json"
 
@@ -65,6 +66,7 @@ class TrainConfig:
     threads: int = 2
     device: str = "cpu"
     teacher_bundle: str | None = None
+    init_from: str | None = None       # start from the matching weights of another checkpoint
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -98,6 +100,9 @@ class Trainer:
         else:
             self.model = build_student(cfg.preset, cfg.seed)
             state = None
+            if cfg.init_from:
+                fresh = init_from(self.model, cfg.init_from)
+                self.log(json.dumps({"init_from": cfg.init_from, "fresh": fresh}))
         self.model.to(self.device).train()
         torch.manual_seed(cfg.seed + 1)
         self.head = PointerHead(self.model.config.text_config.hidden_size).to(self.device)
