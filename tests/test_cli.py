@@ -28,7 +28,7 @@ def test_bench_json_reports_stages_and_glass_to_action():
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     lat = rep["latency_ms"]
-    for stage in ("wait", "preprocess", "model", "decode", "policy", "total", "glass_to_action"):
+    for stage in ("wait", "vision", "prefill", "decode", "policy", "total", "glass_to_action"):
         assert lat[stage]["n"] > 0 and lat[stage]["p50"] <= lat[stage]["p95"] <= lat[stage]["max"]
     assert lat["glass_to_action"]["p50"] >= lat["total"]["p50"]
     assert rep["actions_received"] > 0 and rep["invalid_actions"] == 0

@@ -3,9 +3,9 @@
 Graph contract: inputs ``pixels`` float32 [1, 3, S, S] (RGB in 0..1) and
 ``tokens`` int64 [1, T]; outputs ``type_logits`` [1, len(types)], ``x_logits``
 and ``y_logits`` [1, bins]. Decoding is constrained to the manifest's action
-vocabulary, so whatever the weights, only valid actions come out. This is the
-family of the placeholder bundle shipped until the trained student lands;
-``build_heads_bundle`` makes one from a seed (random weights, needs ``onnx``).
+vocabulary, so whatever the weights, only valid actions come out. A small,
+fast family for tests: ``build_heads_bundle`` makes one from a seed (random
+weights, needs ``onnx``).
 """
 
 from __future__ import annotations
