@@ -222,9 +222,8 @@ def through_daemon(bundle: str, n_tasks: int, seed: int = 0, seconds: float = 10
         g2a.extend(obs.glass_to_action)
         per_kind[kind]["n"] += 1
         per_kind[kind]["success"] += int(ok)
-    arr = np.array(g2a) if g2a else np.zeros(1)
+    g2a_ms = {"p50": float(np.percentile(g2a, 50)), "p95": float(np.percentile(g2a, 95))} if g2a else {}
     return {"n": n_tasks, "success": done, "success_rate": done / n_tasks if n_tasks else None,
             "seconds_per_task": seconds, "actions": actions, "resolution": f"{width}x{height}",
-            "glass_to_action_ms": {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)),
-                                   "n": len(g2a)},
+            "glass_to_action_ms": {**g2a_ms, "n": len(g2a)},
             "per_task": {k: {**v, "success_rate": v["success"] / v["n"]} for k, v in sorted(per_kind.items())}}
