@@ -97,23 +97,22 @@ def cell_code(grid: int, dim: int, scale: float = 0.5) -> torch.Tensor:
     def code(v):  # [grid] -> [grid, 2q]
         a = v[:, None] * freqs[None, :] * torch.pi
         return torch.cat([a.sin(), a.cos()], -1)
-    cx, cy = code(centres), code(centres)
+    c = code(centres)
     out = torch.zeros(grid, grid, dim)
-    out[:, :, : 2 * q] = cx[None, :, :]
-    out[:, :, 2 * q: 4 * q] = cy[:, None, :]
+    out[:, :, : 2 * q] = c[None, :, :]  # varies along x (columns)
+    out[:, :, 2 * q: 4 * q] = c[:, None, :]  # varies along y (rows)
     return (scale * out).reshape(grid * grid, dim)
 
 
 def tiny_student_config(vocab: int = 640, hidden: int = 64, layers: int = 2, image_size: int = 64,
-                        patch: int = 8, vision_hidden: int = 48, action_start: int = 300,
-                        pos_code: bool = False) -> EdgeVlaStudentConfig:
+                        patch: int = 8, vision_hidden: int = 48, action_start: int = 300) -> EdgeVlaStudentConfig:
     return EdgeVlaStudentConfig(
         vision_config=dict(hidden_size=vision_hidden, intermediate_size=vision_hidden * 2, num_hidden_layers=2,
                            num_attention_heads=2, image_size=image_size, patch_size=patch),
         text_config=dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          head_dim=hidden // 4, max_position_embeddings=1024, tie_word_embeddings=False),
-        merge=2, image_token_id=3, action_start=action_start, action_bins=200, pos_code=pos_code,
+        merge=2, image_token_id=3, action_start=action_start, action_bins=200,
     )
 
 

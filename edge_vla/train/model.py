@@ -150,6 +150,12 @@ def hidden_states(model: EdgeVlaStudent, ids: torch.Tensor, pixels: torch.Tensor
     return out.last_hidden_state, out.attentions[-1]
 
 
+def is_bin_token(ids: torch.Tensor) -> torch.Tensor:
+    """Which ids are coordinate-bin tokens of the action vocabulary."""
+    lo = action_vocab().bin_id(0)
+    return (ids >= lo) & (ids < lo + action_vocab().bins)
+
+
 def soft_targets(tgt: torch.Tensor, vocab_size: int, sigma: float) -> torch.Tensor:
     """One-hot rows, except coordinate bins: a Gaussian over neighbouring bins (sigma in bins).
 
@@ -159,7 +165,7 @@ def soft_targets(tgt: torch.Tensor, vocab_size: int, sigma: float) -> torch.Tens
     v = action_vocab()
     lo = v.bin_id(0)
     out = F.one_hot(tgt, vocab_size).float()
-    is_bin = (tgt >= lo) & (tgt < lo + v.bins)
+    is_bin = is_bin_token(tgt)
     if sigma > 0 and bool(is_bin.any()):
         k = torch.arange(v.bins, device=tgt.device, dtype=torch.float32)
         centre = (tgt[is_bin] - lo).float()[:, None]
@@ -216,8 +222,7 @@ def attention_pointer_loss(attn: torch.Tensor, labels: torch.Tensor, pointer: li
     This is what makes coordinates learnable: that head's output is then the target tokens' values,
     which carry their cell code, and the bin logits become a linear read-out of it (the auxiliary
     pointer head alone shapes the states but leaves the decoder to find this route by itself)."""
-    lo = action_vocab().bin_id(0)
-    is_bin = (labels >= lo) & (labels < lo + action_vocab().bins)
+    is_bin = is_bin_token(labels)
     terms = []
     for b, (view, cells) in enumerate(pointer):
         if view < 0 or not cells:
