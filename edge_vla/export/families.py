@@ -99,7 +99,8 @@ def adapt(model) -> Adapter:
         cfg = model.config
         return Adapter("student", model, model.get_image_features, cfg.vision_config.image_size, HALF, HALF,
                        model.language_model.model, model.language_model.lm_head, "llama",
-                       int(cfg.image_token_id), {"vision_tower": "siglip", "merge": cfg.merge})
+                       int(cfg.image_token_id), {"vision_tower": "siglip", "merge": cfg.merge,
+                                                   "conv_stem": cfg.conv_stem, "text_first": cfg.text_first})
     raise ExportError(f"no exporter for {name}; supported: LlavaForConditionalGeneration (CLIP/SigLIP + Llama), "
                       "Llama4ForConditionalGeneration, EdgeVlaStudent")
 

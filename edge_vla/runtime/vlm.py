@@ -85,14 +85,28 @@ class Engine:
         return out[0][0]
 
     def prompt_embeds(self, prompt: dict, image_embeds: np.ndarray, instruction_ids) -> np.ndarray:
-        parts = []
-        if prompt["prefix"]:
-            parts.append(self.embed_ids(prompt["prefix"]))
-        parts.append(image_embeds.reshape(1, -1, image_embeds.shape[-1]).astype(np.float32))
-        ids = list(instruction_ids) + list(prompt["suffix"])
-        if ids:
-            parts.append(self.embed_ids(ids))
-        return np.concatenate(parts, axis=1)
+        image = image_embeds.reshape(1, -1, image_embeds.shape[-1]).astype(np.float32)
+        views = image.shape[1] // int(prompt["num_image_tokens"])
+        ids = prompt_ids(prompt, instruction_ids, views)
+        start = image_start(prompt, len(instruction_ids))
+        embeds = self.embed_ids(ids)
+        embeds[:, start: start + image.shape[1]] = image
+        return embeds
+
+
+def prompt_ids(prompt: dict, instruction_ids, views: int = 1) -> list[int]:
+    """The prompt as token ids, image tokens as placeholders: ``prefix, images, instruction, suffix``, or with
+    ``text_first`` ``prefix, instruction, images, suffix`` (then every image token can attend to the
+    instruction, so each cell's state can say "this is what was asked for")."""
+    images = [int(prompt["image_token_id"])] * (int(prompt["num_image_tokens"]) * views)
+    text = list(instruction_ids)
+    body = text + images if prompt.get("text_first") else images + text
+    return list(prompt["prefix"]) + body + list(prompt["suffix"])
+
+
+def image_start(prompt: dict, n_instruction: int) -> int:
+    """Index of the first image token in ``prompt_ids``."""
+    return len(prompt["prefix"]) + (n_instruction if prompt.get("text_first") else 0)
 
 
 def constrained_decode(engine: Engine, grammar: ActionGrammar, cache: KVCache, logits: np.ndarray,

@@ -33,7 +33,7 @@ from ..sim.defects import compress
 from .data import Curriculum, Sample, Stream, make_samples, replay, state_samples, world_spec
 from .evaluate import crop_grounding, grounding, grounding_cases
 from .model import (PointerHead, TorchRuntime, action_vocab, batch_loss, build_student, collate, grid_size,
-                    init_from)
+                    init_from, prompt_layout)
 
 CKPT, STATE, CURVE, CONFIG = "checkpoint", "train_state.pt", "curve.jsonl", "train_config.json"
 
@@ -201,7 +201,7 @@ class Trainer:
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
     def loss_on(self, samples: list[Sample]) -> tuple[torch.Tensor, dict]:
-        batch = collate(samples, self.grid ** 2)
+        batch = collate(samples, prompt_layout(self.model))
         return batch_loss(self.model, self.head, batch, self.cfg.aux_weight, self.device, self.cfg.bin_sigma,
                           self.cfg.attn_weight)
 

@@ -25,7 +25,7 @@ from torch import nn
 from ..export.student import EdgeVlaStudent, EdgeVlaStudentConfig
 from ..runtime.grammar import ActionGrammar, ActionVocab
 from ..runtime.roi import RoiState
-from ..runtime.vlm import Tokenizer
+from ..runtime.vlm import Tokenizer, image_start, prompt_ids
 from .data import BYTES_TOKENIZER, Sample
 
 BOS, IMAGE_TOKEN, ACTION_START = 1, 3, 260  # bytes tokenizer ids 4..259 sit below the action block
@@ -33,12 +33,18 @@ BOS, IMAGE_TOKEN, ACTION_START = 1, 3, 260  # bytes tokenizer ids 4..259 sit bel
 PRESETS: dict[str, dict] = {
     # tests: seconds on a CPU
     "tiny": dict(image_size=64, patch=8, v_hidden=32, v_layers=1, v_heads=2, hidden=64, layers=2, heads=4, kv=2),
+    "tiny-read": dict(image_size=64, patch=8, v_hidden=32, v_layers=1, v_heads=2, hidden=64, layers=2, heads=4, kv=2,
+                      conv_stem=True, text_first=True),
     # smoke runs on 2 shared cores: 16 tokens a view
     "smoke": dict(image_size=128, patch=16, v_hidden=128, v_layers=3, v_heads=4, hidden=192, layers=3, heads=4, kv=2),
     # the shipped model: 8x8 tokens a view at 192 px (24 px patches, no merge): clicking at a token's
     # cell centre inside a runtime-sized crop hits 97% of held-out targets (4x4 tokens: 60%)
     "edge": dict(image_size=192, patch=24, merge=1, v_hidden=160, v_layers=3, v_heads=4, hidden=192, layers=3,
                  heads=3, kv=1),
+    # "edge" reading its instruction first (every image token sees what is asked for, and a per-token
+    # pointer loss says which cells hold it: the probe of the field notes) and a conv stem
+    "edge-read": dict(image_size=192, patch=24, merge=1, v_hidden=160, v_layers=3, v_heads=4, hidden=192,
+                      layers=3, heads=3, kv=1, conv_stem=True, text_first=True),
     # its first stage (same tower and decoder shapes, 4x4 tokens): what "edge" was initialised from
     "edge-coarse": dict(image_size=192, patch=24, v_hidden=160, v_layers=3, v_heads=4, hidden=192, layers=3,
                         heads=3, kv=1),
@@ -67,7 +73,7 @@ def student_config(preset: str = "small") -> EdgeVlaStudentConfig:
                          max_position_embeddings=1024, tie_word_embeddings=False, bos_token_id=BOS,
                          eos_token_id=2, pad_token_id=0, rope_theta=10000.0),
         merge=p.get("merge", 2), image_token_id=IMAGE_TOKEN, action_start=ACTION_START, action_bins=av.bins,
-        pos_code=True,
+        pos_code=True, conv_stem=p.get("conv_stem", False), text_first=p.get("text_first", False),
     )
 
 
@@ -98,6 +104,7 @@ class PointerHead(nn.Module):
         super().__init__()
         self.q = nn.Linear(hidden, dim)
         self.k = nn.Linear(hidden, dim)
+        self.cell = nn.Linear(hidden, 1)  # text-first prompts: each image token's own "I hold the target"
         self.scale = 1.0 / math.sqrt(dim)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -108,14 +115,27 @@ class PointerHead(nn.Module):
 _TOKENIZER = Tokenizer(BYTES_TOKENIZER, Path("."))
 
 
-def collate(samples: list[Sample], n_image: int) -> dict:
-    """Token ids, labels (aligned with positions), padding mask, where each sample's prompt ends."""
-    seqs, labels, qpos = [], [], []
+def prompt_layout(model: EdgeVlaStudent) -> dict:
+    """The manifest's ``prompt`` entry that ``edge-vla export`` writes for this student."""
+    c = model.config
+    prompt = {"prefix": [BOS], "image_token_id": IMAGE_TOKEN, "num_image_tokens": grid_size(model) ** 2,
+              "suffix": []}
+    if c.text_first:
+        prompt.update(text_first=True, suffix=[c.text_config.eos_token_id])
+    return prompt
+
+
+def collate(samples: list[Sample], prompt: dict) -> dict:
+    """Token ids, labels (aligned with positions), padding mask, where each sample's prompt ends and
+    its image tokens start."""
+    seqs, labels, qpos, starts = [], [], [], []
     for s in samples:
-        prompt = [BOS] + [IMAGE_TOKEN] * (n_image * len(s.views)) + _TOKENIZER.encode(s.instruction)
-        seqs.append(prompt + s.tokens[:-1])
-        labels.append([-100] * (len(prompt) - 1) + s.tokens)
-        qpos.append(len(prompt) - 1)
+        instr = _TOKENIZER.encode(s.instruction)
+        ids = prompt_ids(prompt, instr, len(s.views))
+        seqs.append(ids + s.tokens[:-1])
+        labels.append([-100] * (len(ids) - 1) + s.tokens)
+        qpos.append(len(ids) - 1)
+        starts.append(image_start(prompt, len(instr)))
     T = max(len(x) for x in seqs)
     ids = torch.zeros(len(seqs), T, dtype=torch.long)
     lab = torch.full((len(seqs), T), -100, dtype=torch.long)
@@ -125,7 +145,7 @@ def collate(samples: list[Sample], n_image: int) -> dict:
         lab[i, : len(l)] = torch.tensor(l)
         mask[i, : len(s)] = 1
     pixels = torch.from_numpy(np.concatenate([s.views for s in samples])).float().div_(255.0)
-    return {"ids": ids, "labels": lab, "mask": mask, "qpos": qpos, "pixels": pixels,
+    return {"ids": ids, "labels": lab, "mask": mask, "qpos": qpos, "image_start": starts, "pixels": pixels,
             "pointer": [(s.pointer_view, s.pointer_cells) for s in samples]}
 
 
@@ -195,27 +215,32 @@ def batch_loss(model: EdgeVlaStudent, head: PointerHead, batch: dict, aux_weight
     # per-token-kind accuracy, cheap diagnostics
     acc = (logits.argmax(-1) == tgt).float().mean()
     ptr_losses, ptr_hits = [], []
+    text_first = bool(model.config.text_first)
     for b, (view, cells) in enumerate(batch["pointer"]):
         if view < 0 or not cells:
             continue
-        start = 1 + view * n_image
-        scores = head(h[b, batch["qpos"][b]], h[b, start: start + n_image]).float()
-        lse = torch.logsumexp(scores, 0)
-        pos = torch.logsumexp(scores[torch.tensor(cells, device=scores.device)], 0)
-        ptr_losses.append(lse - pos)
+        start = batch["image_start"][b] + view * n_image
+        keys = h[b, start: start + n_image]
+        scores = head(h[b, batch["qpos"][b]], keys).float()
+        target = torch.tensor(cells, device=scores.device)
+        ptr_losses.append(torch.logsumexp(scores, 0) - torch.logsumexp(scores[target], 0))
+        if text_first:  # the image tokens have read the instruction: each says whether it holds the target
+            own = head.cell(keys).squeeze(-1).float()
+            ptr_losses[-1] = ptr_losses[-1] + torch.logsumexp(own, 0) - torch.logsumexp(own[target], 0)
         ptr_hits.append(float(int(scores.argmax()) in cells))
     ptr = torch.stack(ptr_losses).mean() if ptr_losses else ce.new_zeros(())
     loss = ce + aux_weight * ptr
     info = {"ce": float(ce.detach()), "pointer": float(ptr.detach()), "token_acc": float(acc),
             "pointer_acc": float(np.mean(ptr_hits)) if ptr_hits else None}
     if attn is not None:
-        att = attention_pointer_loss(attn, labels, batch["pointer"], n_image)
+        att = attention_pointer_loss(attn, labels, batch["pointer"], batch["image_start"], n_image)
         loss = loss + attn_weight * att
         info["attn"] = float(att.detach())
     return loss, info
 
 
-def attention_pointer_loss(attn: torch.Tensor, labels: torch.Tensor, pointer: list, n_image: int) -> torch.Tensor:
+def attention_pointer_loss(attn: torch.Tensor, labels: torch.Tensor, pointer: list, starts: list[int],
+                           n_image: int) -> torch.Tensor:
     """Head 0 of the last decoder layer, at every position that predicts a coordinate bin, should put its
     weight on the image tokens of the target's cells: -log(mass there).
 
@@ -230,7 +255,7 @@ def attention_pointer_loss(attn: torch.Tensor, labels: torch.Tensor, pointer: li
         pos = is_bin[b].nonzero().flatten()
         if not len(pos):
             continue
-        keys = torch.tensor([1 + view * n_image + c for c in cells], device=attn.device)
+        keys = torch.tensor([starts[b] + view * n_image + c for c in cells], device=attn.device)
         mass = attn[b, 0][pos][:, keys].sum(-1)
         terms.append(-torch.log(mass.float() + 1e-6).mean())
     return torch.stack(terms).mean() if terms else attn.new_zeros(())
@@ -266,8 +291,7 @@ class TorchRuntime:
         t0 = time.perf_counter()
         views = pixels if isinstance(pixels, list) else [pixels]
         px = torch.from_numpy(np.concatenate(views)).float().to(self.device)
-        n = grid_size(self.model) ** 2
-        prompt = [BOS] + [IMAGE_TOKEN] * (n * len(views)) + _TOKENIZER.encode(instruction)
+        prompt = prompt_ids(prompt_layout(self.model), _TOKENIZER.encode(instruction), len(views))
         tokens: list[int] = []
         was_training = self.model.training
         self.model.eval()

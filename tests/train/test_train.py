@@ -18,8 +18,8 @@ from edge_vla.sim.scene import inside  # noqa: E402
 from edge_vla.train import evaluate as ev  # noqa: E402
 from edge_vla.train.data import Curriculum, Stream, cells_for_box, replay, vocab_action  # noqa: E402
 from edge_vla.train.loop import Trainer, TrainConfig  # noqa: E402
-from edge_vla.train.model import (PointerHead, action_vocab, batch_loss, build_student, collate,  # noqa: E402
-                                  grid_size)
+from edge_vla.train.model import (PointerHead, TorchRuntime, action_vocab, batch_loss, build_student,  # noqa: E402
+                                  collate, prompt_layout)
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = action_vocab()
@@ -39,6 +39,27 @@ def tiny_bundle(tmp_path_factory) -> Path:
     from edge_vla.export.exporter import export_model
 
     return export_model(build_student("tiny", seed=0), tmp_path_factory.mktemp("b") / "tiny", focus=True)
+
+
+def test_text_first_conv_stem_student_exports_and_decodes_like_training(tmp_path):
+    """The exported bundle lays out the prompt as training does (instruction, then image, then EOS)
+    and its conv stem survives export: ONNX runtime and the torch model pick the same actions."""
+    from edge_vla.export.exporter import export_model
+    from edge_vla.config import ModelConfig
+    from edge_vla.runtime.bundle import Bundle
+    from edge_vla.runtime.vlm import VLMRuntime, preprocess
+
+    model = build_student("tiny-read", seed=1)
+    assert type(model.vision_tower.vision_model.embeddings.patch_embedding).__name__ == "ConvStem"
+    out = export_model(model, tmp_path / "read", focus=True)
+    prompt = Bundle.load(out).manifest.inputs["prompt"]
+    assert prompt["text_first"] is True and prompt["suffix"] == [2]
+    rt = VLMRuntime(Bundle.load(out), ModelConfig(path=str(out), kv_cache="fp32"))
+    ref = TorchRuntime(model, roi=False)
+    rng = np.random.default_rng(0)
+    for instr in ("click Submit", "close the pop-up", "type hello into Name"):
+        view = preprocess(rng.integers(0, 256, (90, 160, 3), dtype=np.uint8), rt.image_size)
+        assert rt.decode_view(view, instr)[0].tokens == ref.decode_view(view, instr)[0].tokens
 
 
 # ----------------------------------------------------------------------------- data
@@ -97,12 +118,13 @@ def test_vocab_mapping_and_cells():
 
 
 # ----------------------------------------------------------------------------- loss and resume
-def test_loss_step_decreases_loss_on_a_tiny_model():
+@pytest.mark.parametrize("preset", ["tiny", "tiny-read"])
+def test_loss_step_decreases_loss_on_a_tiny_model(preset):
     torch.set_num_threads(1)
-    model = build_student("tiny", seed=0).train()
+    model = build_student(preset, seed=0).train()
     head = PointerHead(model.config.text_config.hidden_size)
     samples = [s for i in range(6) for s in tiny_stream().state(i)]
-    batch = collate(samples, grid_size(model) ** 2)
+    batch = collate(samples, prompt_layout(model))
     opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=3e-3)
     losses = []
     for _ in range(6):
@@ -134,9 +156,9 @@ def test_soft_bins_and_attention_pointer_losses():
     off[0, 0, 6] = 0.0
     off[0, 0, 6, 1 + 1] = 1.0
     ptr = [(0, [2])]
-    assert float(attention_pointer_loss(on, labels, ptr, 4)) < 1e-4
-    assert float(attention_pointer_loss(attn, labels, ptr, 4)) == pytest.approx(np.log(8), rel=1e-4)
-    assert float(attention_pointer_loss(off, labels, ptr, 4)) > 10
+    assert float(attention_pointer_loss(on, labels, ptr, [1], 4)) < 1e-4
+    assert float(attention_pointer_loss(attn, labels, ptr, [1], 4)) == pytest.approx(np.log(8), rel=1e-4)
+    assert float(attention_pointer_loss(off, labels, ptr, [1], 4)) > 10
 
 
 def _cfg(**kw) -> TrainConfig:
