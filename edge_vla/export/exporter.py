@@ -24,7 +24,7 @@ import torch
 
 from ..runtime.bundle import Manifest, file_entry, write_manifest
 from ..runtime.grammar import ActionVocab
-from ..runtime.vlm import DECODER, EMBED, REFERENCE, VISION, Engine, prompt_ids
+from ..runtime.vlm import DECODER, EMBED, REFERENCE, VISION, Engine, prompt_ids, prompt_spec
 from .families import Adapter, ExportError, adapt
 from .graphs import DecoderGraph, VisionGraph, llama4_vision_real_rope
 
@@ -89,12 +89,8 @@ def export_decoder(ad: Adapter, path: Path) -> None:
 
 def _prompt(ad: Adapter, n_image: int) -> dict:
     bos = getattr(ad.text_config, "bos_token_id", None)
-    prompt = {"prefix": [int(bos)] if isinstance(bos, int) else [], "image_token_id": ad.image_token_id,
-              "num_image_tokens": n_image, "suffix": []}
-    if ad.extra.get("text_first"):
-        # the first action token is then predicted from a token that follows the image, not from a cell
-        prompt.update(text_first=True, suffix=[int(ad.text_config.eos_token_id)])
-    return prompt
+    return prompt_spec([int(bos)] if isinstance(bos, int) else [], ad.image_token_id, n_image,
+                       bool(ad.extra.get("text_first")), getattr(ad.text_config, "eos_token_id", None))
 
 
 def reference_inputs(ad: Adapter, prompt: dict, token_ids: list[int], seed: int = 0):

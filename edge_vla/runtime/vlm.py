@@ -94,6 +94,17 @@ class Engine:
         return embeds
 
 
+def prompt_spec(prefix: list[int], image_token_id: int, num_image_tokens: int, text_first: bool = False,
+                eos: int | None = None) -> dict:
+    """The manifest's ``prompt`` entry. Text first ends with ``eos`` after the image, so the first action
+    token is predicted from a token that follows the image rather than from one of its cells."""
+    prompt = {"prefix": list(prefix), "image_token_id": int(image_token_id),
+              "num_image_tokens": int(num_image_tokens), "suffix": []}
+    if text_first:
+        prompt.update(text_first=True, suffix=[int(eos)])
+    return prompt
+
+
 def prompt_ids(prompt: dict, instruction_ids, views: int = 1) -> list[int]:
     """The prompt as token ids, image tokens as placeholders: ``prefix, images, instruction, suffix``, or with
     ``text_first`` ``prefix, instruction, images, suffix`` (then every image token can attend to the

@@ -126,6 +126,7 @@ class Trainer:
             self.teacher = BundleTeacher(cfg.teacher_bundle, self.vocab, threads=1)
         vc = self.model.config.vision_config
         self.image_size, self.grid = vc.image_size, grid_size(self.model)
+        self.prompt = prompt_layout(self.model)
         self.stream = Stream(self.vocab, self.image_size, self.grid, seed=cfg.seed, split="train",
                              curriculum=Curriculum(cfg.curriculum_samples), teacher=self.teacher,
                              samples_per_state=cfg.samples_per_state)
@@ -201,7 +202,7 @@ class Trainer:
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
     def loss_on(self, samples: list[Sample]) -> tuple[torch.Tensor, dict]:
-        batch = collate(samples, prompt_layout(self.model))
+        batch = collate(samples, self.prompt)
         return batch_loss(self.model, self.head, batch, self.cfg.aux_weight, self.device, self.cfg.bin_sigma,
                           self.cfg.attn_weight)
 

@@ -25,7 +25,7 @@ from torch import nn
 from ..export.student import EdgeVlaStudent, EdgeVlaStudentConfig
 from ..runtime.grammar import ActionGrammar, ActionVocab
 from ..runtime.roi import RoiState
-from ..runtime.vlm import Tokenizer, image_start, prompt_ids
+from ..runtime.vlm import Tokenizer, image_start, prompt_ids, prompt_spec
 from .data import BYTES_TOKENIZER, Sample
 
 BOS, IMAGE_TOKEN, ACTION_START = 1, 3, 260  # bytes tokenizer ids 4..259 sit below the action block
@@ -118,11 +118,7 @@ _TOKENIZER = Tokenizer(BYTES_TOKENIZER, Path("."))
 def prompt_layout(model: EdgeVlaStudent) -> dict:
     """The manifest's ``prompt`` entry that ``edge-vla export`` writes for this student."""
     c = model.config
-    prompt = {"prefix": [BOS], "image_token_id": IMAGE_TOKEN, "num_image_tokens": grid_size(model) ** 2,
-              "suffix": []}
-    if c.text_first:
-        prompt.update(text_first=True, suffix=[c.text_config.eos_token_id])
-    return prompt
+    return prompt_spec([BOS], IMAGE_TOKEN, grid_size(model) ** 2, c.text_first, c.text_config.eos_token_id)
 
 
 def collate(samples: list[Sample], prompt: dict) -> dict:
@@ -281,6 +277,7 @@ class TorchRuntime:
         self.grammar = ActionGrammar(self.vocab)
         self.cfg = _Cfg(crop_scale)
         self.roi = RoiState(self) if roi else None
+        self.prompt = prompt_layout(model)
         self._preprocess = preprocess
         self.last: dict = {}
 
@@ -291,7 +288,7 @@ class TorchRuntime:
         t0 = time.perf_counter()
         views = pixels if isinstance(pixels, list) else [pixels]
         px = torch.from_numpy(np.concatenate(views)).float().to(self.device)
-        prompt = prompt_ids(prompt_layout(self.model), _TOKENIZER.encode(instruction), len(views))
+        prompt = prompt_ids(self.prompt, _TOKENIZER.encode(instruction), len(views))
         tokens: list[int] = []
         was_training = self.model.training
         self.model.eval()
