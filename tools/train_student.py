@@ -26,24 +26,27 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     ap.add_argument("--minutes", type=float, help="stop (checkpoint + final eval) after this much wall time")
     ap.add_argument("--max-samples", type=int, help="stop once this many samples are seen")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    ap.add_argument("--threads", type=int, default=d.threads, help="torch intra-op threads")
-    ap.add_argument("--workers", type=int, default=d.workers, help="data-generation processes")
+    # run settings default to SUPPRESS: a resumed run keeps its own unless a flag is given again
+    ap.add_argument("--device", default=argparse.SUPPRESS, help="cpu | cuda | cuda:N (default cpu)")
+    ap.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=f"torch intra-op threads (default {d.threads})")
+    ap.add_argument("--workers", type=int, default=argparse.SUPPRESS,
+                    help=f"data-generation processes (default {d.workers})")
     ap.add_argument("--teacher-bundle", help="label states with this exported bundle instead of the oracle")
     ap.add_argument("--init-from", help="start from the weights of this checkpoint whose names and shapes match")
     ap.add_argument("--save-every-s", type=float, default=600.0)
     ap.add_argument("--no-final-eval", action="store_true")
-    for f in ("preset", "seed", "batch_states", "samples_per_state", "lr", "aux_weight", "bin_sigma", "attn_weight", "curriculum_samples",
-              "schedule_samples", "eval_every", "eval_cases", "eval_full_cases", "dagger_start", "dagger_every",
-              "dagger_tasks", "dagger_beta", "dagger_frac", "warmup_steps"):
+    for f in ("preset", "seed", "batch_states", "samples_per_state", "lr", "aux_weight", "bin_sigma", "attn_weight",
+              "read_weight", "curriculum_samples", "schedule_samples", "eval_every", "eval_cases", "eval_full_cases",
+              "dagger_start", "dagger_every", "dagger_tasks", "dagger_beta", "dagger_frac", "warmup_steps"):
         default = getattr(d, f)
-        ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=default)
+        ap.add_argument("--" + f.replace("_", "-"), type=type(default), default=argparse.SUPPRESS,
+                        help=f"(default {default})")
     a = ap.parse_args(argv)
     from edge_vla.train.loop import Trainer
 
-    cfg = TrainConfig(**{k: getattr(a, k) for k in TrainConfig.__dataclass_fields__ if hasattr(a, k)})
+    given = {k: getattr(a, k) for k in TrainConfig.__dataclass_fields__ if hasattr(a, k)}
     try:
-        tr = Trainer(a.out, cfg, resume=a.resume)
+        tr = Trainer(a.out, TrainConfig(**given), resume=a.resume, given=set(given))
     except FileExistsError as exc:
         print(f"train_student: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,11 @@ more samples in the runtime's two RoI stages:
 - ``crop``: views ``[full, crop]`` -> ``click X Y END`` in crop coordinates when
   the target is inside the crop, else ``FOCUS`` (full frame) to re-aim.
 
+Each sample also says, per image-token cell of each view, which letters and digits
+are written there (``cell_chars``: the union over the sim's elements overlapping
+the cell). That dense reading target is what the student lacked: its crop stage
+found the target's region but clicked a neighbour with a similar label.
+
 Views are cut with the runtime's own ``preprocess``/``crop_view`` and targets
 are encoded with ``ActionGrammar.encode``, so training sees exactly what the
 exported bundle sees. Train and held-out worlds use disjoint seeds (even / odd).
@@ -43,6 +48,9 @@ POINT_KINDS = ("click", "double_click", "right_click")
 BYTES_TOKENIZER = {"kind": "bytes", "offset": 4, "max_tokens": 64}
 _PREFIX = ("", "", "", "please ", "now ", "go ahead and ", "quickly ")
 _SUFFIX = ("", "", "", ".", " now", " please", "!")
+CHARSET = "abcdefghijklmnopqrstuvwxyz0123456789"
+# elements whose label is not written across their box (a list's or chart's name, a dialog's title)
+_UNREAD_KINDS = ("list", "chart", "dialog")
 # Histories of teacher steps finish a one-click task often: left alone, half of all labels were ``done``
 # (measured over 400 states), which both starved the point labels and taught the student to stop at once.
 # Keep this share of finished histories; the rest step back to the state before the last action.
@@ -77,6 +85,7 @@ class Sample:
     tokens: list[int]              # target action tokens (grammar encoding, END included)
     pointer_view: int = -1         # view holding the target (-1: no pointer label)
     pointer_cells: list[int] = field(default_factory=list)  # token cells overlapping the target
+    cell_chars: np.ndarray | None = None  # [V, grid*grid, len(CHARSET)] uint8: letters written in each cell
     meta: dict = field(default_factory=dict)
 
 
@@ -202,6 +211,35 @@ def crop_around(px: float, py: float, side: float, w: int, h: int, rng: random.R
     return (box[0], box[1], min(NORM, box[2]), min(NORM, box[3]))
 
 
+def label_chars(label: str) -> np.ndarray:
+    out = np.zeros(len(CHARSET), np.uint8)
+    for ch in label.lower():
+        i = CHARSET.find(ch)
+        if i >= 0:
+            out[i] = 1
+    return out
+
+
+def readable(elements) -> list[tuple[str, tuple]]:
+    """(label, pixel box) of the elements whose label is written inside their box."""
+    return [(e.label, tuple(e.box)) for e in elements if e.label and e.kind not in _UNREAD_KINDS]
+
+
+def cell_chars(texts: list[tuple[str, tuple]], view: tuple, w: int, h: int, grid: int) -> np.ndarray:
+    """[grid*grid, len(CHARSET)]: for each token cell of the view cut at normalized box ``view``, the
+    letters of every text element overlapping it."""
+    out = np.zeros((grid * grid, len(CHARSET)), np.uint8)
+    vw, vh = max(1e-9, view[2] - view[0]), max(1e-9, view[3] - view[1])
+    for label, box in texts:
+        b = box_to_norm(box, w, h)
+        in_view = ((b[0] - view[0]) * NORM / vw, (b[1] - view[1]) * NORM / vh,
+                   (b[2] - view[0]) * NORM / vw, (b[3] - view[1]) * NORM / vh)
+        cells = cells_for_box(in_view, grid)
+        if cells:
+            out[cells] |= label_chars(label)
+    return out
+
+
 def _u8(view: np.ndarray) -> np.ndarray:
     return np.rint(view[0] * 255.0).astype(np.uint8)
 
@@ -227,9 +265,14 @@ def focus_box_for(box_n, rng: random.Random | None) -> tuple[float, float, float
 
 def make_samples(frame: np.ndarray, instruction: str, action: Action, box_px, *, grammar: ActionGrammar,
                  image_size: int, grid: int, rng: random.Random, cur: dict, stages: tuple[str, ...],
-                 meta: dict | None = None) -> list[Sample]:
-    """Samples of one labelled state. ``action`` is full-frame; ``box_px`` the target's pixel box (clicks)."""
+                 meta: dict | None = None, texts: list[tuple[str, tuple]] | None = None) -> list[Sample]:
+    """Samples of one labelled state. ``action`` is full-frame; ``box_px`` the target's pixel box (clicks);
+    ``texts`` the (label, pixel box) of what is written on screen (``readable``), for ``cell_chars``."""
     h, w = frame.shape[:2]
+
+    def reading(*views: tuple) -> np.ndarray | None:
+        return None if texts is None else np.stack([cell_chars(texts, v, w, h, grid) for v in views])
+
     full = preprocess(frame, image_size)
     out = []
     is_point = action.type in POINT_KINDS
@@ -246,9 +289,11 @@ def make_samples(frame: np.ndarray, instruction: str, action: Action, box_px, *,
             if is_point:
                 fb = focus_box_for(box_n, rng)
                 s = Sample(_u8(full)[None], instruction, focus_tokens(grammar, fb), 0, cells_for_box(box_n, grid),
-                           {**m, "box_px": list(box_px), "label": "focus"})
+                           meta={**m, "box_px": list(box_px), "label": "focus"})
             else:
-                s = Sample(_u8(full)[None], instruction, grammar.encode(action), -1, [], {**m, "label": action.type})
+                s = Sample(_u8(full)[None], instruction, grammar.encode(action), -1, [],
+                           meta={**m, "label": action.type})
+            s.cell_chars = reading((0, 0, NORM, NORM))
             out.append(s)
             continue
         # crop stage: [full, crop]
@@ -270,13 +315,15 @@ def make_samples(frame: np.ndarray, instruction: str, action: Action, box_px, *,
         if is_point and inside:
             tx, ty = frame_to_crop(action.x, action.y, crop)
             cb = (*frame_to_crop(box_n[0], box_n[1], crop), *frame_to_crop(box_n[2], box_n[3], crop))
-            out.append(Sample(views, instruction, point_tokens(grammar, action.type, tx, ty), 1,
-                              cells_for_box(cb, grid), {**m, "box_px": list(box_px), "label": "point"}))
+            s = Sample(views, instruction, point_tokens(grammar, action.type, tx, ty), 1,
+                       cells_for_box(cb, grid), meta={**m, "box_px": list(box_px), "label": "point"})
         elif is_point:
-            out.append(Sample(views, instruction, focus_tokens(grammar, focus_box_for(box_n, rng)), 0,
-                              cells_for_box(box_n, grid), {**m, "box_px": list(box_px), "label": "focus"}))
+            s = Sample(views, instruction, focus_tokens(grammar, focus_box_for(box_n, rng)), 0,
+                       cells_for_box(box_n, grid), meta={**m, "box_px": list(box_px), "label": "focus"})
         else:
-            out.append(Sample(views, instruction, grammar.encode(action), -1, [], {**m, "label": action.type}))
+            s = Sample(views, instruction, grammar.encode(action), -1, [], meta={**m, "label": action.type})
+        s.cell_chars = reading((0, 0, NORM, NORM), crop)
+        out.append(s)
     return out
 
 
@@ -332,7 +379,8 @@ class Stream:
                        for _ in range(self.samples_per_state))
         meta = {"index": i, "spec": spec, "history": hist, "theme": spec["theme"], "kind": spec["task"]}
         return make_samples(frame, instr, action, box, grammar=self.grammar, image_size=self.image_size,
-                            grid=self.grid, rng=rng, cur=cur, stages=stages, meta=meta)
+                            grid=self.grid, rng=rng, cur=cur, stages=stages, meta=meta,
+                            texts=readable(world.elements))
 
 
 def state_samples(args) -> list[Sample]:

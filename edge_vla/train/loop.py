@@ -30,7 +30,7 @@ import torch
 from ..actions import Action
 from ..export.student import EdgeVlaStudent
 from ..sim.defects import compress
-from .data import Curriculum, Sample, Stream, make_samples, replay, state_samples, world_spec
+from .data import Curriculum, Sample, Stream, make_samples, readable, replay, state_samples, world_spec
 from .evaluate import crop_grounding, grounding, grounding_cases
 from .model import (PointerHead, TorchRuntime, action_vocab, batch_loss, build_student, collate, grid_size,
                     init_from, prompt_layout)
@@ -51,6 +51,7 @@ class TrainConfig:
     aux_weight: float = 1.0            # the pointer loss: what broke the plateau in the field notes
     bin_sigma: float = 2.0             # Gaussian soft targets over coordinate bins (0: hard labels)
     attn_weight: float = 1.0           # supervise one decoder head to attend to the target's cells
+    read_weight: float = 0.0           # the reading loss: letters written in each image token's cell
     curriculum_samples: int = 40_000
     eval_every: int = 2000             # samples between held-out evaluations
     eval_cases: int = 48               # held-out crop cases (native-scale crop holding the target)
@@ -77,7 +78,10 @@ class TrainConfig:
 class Trainer:
     RUNTIME_KEYS = ("workers", "threads", "device", "eval_every", "eval_cases", "eval_full_cases")
 
-    def __init__(self, out: str | Path, cfg: TrainConfig | None = None, resume: bool = False, log=print):
+    def __init__(self, out: str | Path, cfg: TrainConfig | None = None, resume: bool = False, log=print,
+                 given: set[str] | None = None):
+        """``given``: the fields of ``cfg`` set on purpose (a command line's flags); on resume only those
+        runtime keys replace the run's own (None: all of them)."""
         self.out = Path(out)
         self.log = log
         ck = self.out / CKPT
@@ -85,7 +89,8 @@ class Trainer:
             saved = TrainConfig.from_dict(json.loads((self.out / CONFIG).read_text()))
             if cfg is not None:  # how to run may change between machines; what to learn may not
                 for k in self.RUNTIME_KEYS:
-                    setattr(saved, k, getattr(cfg, k))
+                    if given is None or k in given:
+                        setattr(saved, k, getattr(cfg, k))
             cfg = saved
         elif not resume and ck.exists():
             raise FileExistsError(f"{self.out} already holds a run; pass --resume or pick another --out")
@@ -115,8 +120,11 @@ class Trainer:
         self.next_eval = cfg.eval_every
         self.next_dagger = cfg.dagger_start
         if state is not None:
-            self.head.load_state_dict(state["head"])
-            self.opt.load_state_dict(state["optimizer"])
+            missing = self.head.load_state_dict(state["head"], strict=False).missing_keys
+            if missing:  # a run from before a head was added: its optimizer moments no longer line up
+                self.log(json.dumps({"resume_fresh_head": missing, "optimizer": "restarted"}))
+            else:
+                self.opt.load_state_dict(state["optimizer"])
             for k in ("step_n", "seen", "state_index", "wall_s", "cpu_s", "dagger", "dagger_rounds",
                       "next_eval", "next_dagger"):
                 setattr(self, k, state[k])
@@ -190,7 +198,7 @@ class Trainer:
         stages = tuple(rng.choice(("crop", "global")) for _ in range(self.cfg.samples_per_state))
         return make_samples(frame, world.instruction, action, box, grammar=self.stream.grammar,
                             image_size=self.image_size, grid=self.grid, rng=rng, cur=cur, stages=stages,
-                            meta={"dagger": True, "spec": rec["spec"]})
+                            meta={"dagger": True, "spec": rec["spec"]}, texts=readable(world.elements))
 
     # ------------------------------------------------------------------ optimisation
     def lr_at(self, step: int) -> float:
@@ -204,7 +212,7 @@ class Trainer:
     def loss_on(self, samples: list[Sample]) -> tuple[torch.Tensor, dict]:
         batch = collate(samples, self.prompt)
         return batch_loss(self.model, self.head, batch, self.cfg.aux_weight, self.device, self.cfg.bin_sigma,
-                          self.cfg.attn_weight)
+                          self.cfg.attn_weight, self.cfg.read_weight)
 
     def train_step(self) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
@@ -321,7 +329,8 @@ class Trainer:
                 losses.append(info["loss"])
                 if self.seen >= self.next_eval:
                     self.log_curve({"loss": float(np.mean(losses[-50:])), "ce": info["ce"],
-                                    "pointer": info["pointer"], "attn": info.get("attn"), **self.evaluate()})
+                                    "pointer": info["pointer"], "attn": info.get("attn"), "read": info.get("read"),
+                                    **self.evaluate()})
                     self.next_eval = self.seen + self.cfg.eval_every
                 if time.monotonic() - last_save > save_every_s:
                     self.save()

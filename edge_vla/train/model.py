@@ -10,6 +10,10 @@ instruction) scores every image token of the view that holds the target
 one of these cells". It is a training-only head: the exported graphs are the
 student's own, the pointer only shapes them. Image tokens come before the
 instruction, so the query, not the image tokens, carries "what to look for".
+
+The reading loss: a linear read-out of each image token's features (what the
+vision tower hands the decoder) says which letters and digits are written in
+its cell (``data.cell_chars``), a dense target on every token of every view.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ..export.student import EdgeVlaStudent, EdgeVlaStudentConfig
 from ..runtime.grammar import ActionGrammar, ActionVocab
 from ..runtime.roi import RoiState
 from ..runtime.vlm import Tokenizer, image_start, prompt_ids, prompt_spec
-from .data import BYTES_TOKENIZER, Sample
+from .data import BYTES_TOKENIZER, CHARSET, Sample
 
 BOS, IMAGE_TOKEN, ACTION_START = 1, 3, 260  # bytes tokenizer ids 4..259 sit below the action block
 
@@ -105,6 +109,7 @@ class PointerHead(nn.Module):
         self.q = nn.Linear(hidden, dim)
         self.k = nn.Linear(hidden, dim)
         self.cell = nn.Linear(hidden, 1)  # text-first prompts: each image token's own "I hold the target"
+        self.chars = nn.Linear(hidden, len(CHARSET))  # the reading loss: letters written in a token's cell
         self.scale = 1.0 / math.sqrt(dim)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -141,20 +146,35 @@ def collate(samples: list[Sample], prompt: dict) -> dict:
         lab[i, : len(l)] = torch.tensor(l)
         mask[i, : len(s)] = 1
     pixels = torch.from_numpy(np.concatenate([s.views for s in samples])).float().div_(255.0)
+    chars = None
+    if all(s.cell_chars is not None for s in samples):
+        chars = torch.from_numpy(np.concatenate([s.cell_chars for s in samples])).float()
     return {"ids": ids, "labels": lab, "mask": mask, "qpos": qpos, "image_start": starts, "pixels": pixels,
-            "pointer": [(s.pointer_view, s.pointer_cells) for s in samples]}
+            "pointer": [(s.pointer_view, s.pointer_cells) for s in samples], "cell_chars": chars}
 
 
-def hidden_states(model: EdgeVlaStudent, ids: torch.Tensor, pixels: torch.Tensor,
-                  mask: torch.Tensor | None = None, attentions: bool = False):
-    """Final (normed) decoder states [B, T, D]; pixels in 0..1 (the student's normalisation is HALF).
-    With ``attentions``: also the last layer's attention weights [B, H, T, T] (eager attention)."""
-    lm = model.language_model
-    embeds = lm.get_input_embeddings()(ids)
+def input_embeds(model: EdgeVlaStudent, ids: torch.Tensor, pixels: torch.Tensor):
+    """Decoder input embeddings [B, T, D] with the image features [views, cells, D] in place of the image
+    tokens; pixels in 0..1 (the student's normalisation is HALF)."""
+    embeds = model.language_model.get_input_embeddings()(ids)
+    feats = None
     if pixels.shape[0]:
         feats = model.get_image_features((pixels - 0.5) / 0.5).to(embeds.dtype)
         img = (ids == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
         embeds = embeds.masked_scatter(img, feats.reshape(-1))
+    return embeds, feats
+
+
+def hidden_states(model: EdgeVlaStudent, ids: torch.Tensor, pixels: torch.Tensor,
+                  mask: torch.Tensor | None = None, attentions: bool = False):
+    """Final (normed) decoder states [B, T, D]. With ``attentions``: also the last layer's attention
+    weights [B, H, T, T] (eager attention)."""
+    return decode(model, input_embeds(model, ids, pixels)[0], mask, attentions)
+
+
+def decode(model: EdgeVlaStudent, embeds: torch.Tensor, mask: torch.Tensor | None = None,
+           attentions: bool = False):
+    lm = model.language_model
     if not attentions:
         return lm.model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
     impl = lm.config._attn_implementation
@@ -194,13 +214,14 @@ def soft_targets(tgt: torch.Tensor, vocab_size: int, sigma: float) -> torch.Tens
 
 def batch_loss(model: EdgeVlaStudent, head: PointerHead, batch: dict, aux_weight: float = 1.0,
                device: str | torch.device = "cpu", bin_sigma: float = 0.0,
-               attn_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+               attn_weight: float = 0.0, read_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     n_image = grid_size(model) ** 2
     ids, labels, mask = batch["ids"].to(device), batch["labels"].to(device), batch["mask"].to(device)
+    embeds, feats = input_embeds(model, ids, batch["pixels"].to(device))
     if attn_weight > 0:
-        h, attn = hidden_states(model, ids, batch["pixels"].to(device), mask, attentions=True)
+        h, attn = decode(model, embeds, mask, attentions=True)
     else:
-        h, attn = hidden_states(model, ids, batch["pixels"].to(device), mask), None
+        h, attn = decode(model, embeds, mask), None
     sel = labels != -100
     logits = model.language_model.lm_head(h[sel])
     tgt = labels[sel]
@@ -228,6 +249,13 @@ def batch_loss(model: EdgeVlaStudent, head: PointerHead, batch: dict, aux_weight
     loss = ce + aux_weight * ptr
     info = {"ce": float(ce.detach()), "pointer": float(ptr.detach()), "token_acc": float(acc),
             "pointer_acc": float(np.mean(ptr_hits)) if ptr_hits else None}
+    if read_weight > 0 and feats is not None and batch.get("cell_chars") is not None:
+        # summed over the letters, averaged over cells: a cell's whole label is one target
+        logits_c = head.chars(feats).float()
+        read = F.binary_cross_entropy_with_logits(logits_c, batch["cell_chars"].to(device),
+                                                  reduction="none").sum(-1).mean()
+        loss = loss + read_weight * read
+        info["read"] = float(read.detach())
     if attn is not None:
         att = attention_pointer_loss(attn, labels, batch["pointer"], batch["image_start"], n_image)
         loss = loss + attn_weight * att

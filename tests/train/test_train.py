@@ -16,7 +16,8 @@ from edge_vla.actions import Action, crop_to_frame, to_normalized, to_pixels  # 
 from edge_vla.runtime.grammar import ActionGrammar  # noqa: E402
 from edge_vla.sim.scene import inside  # noqa: E402
 from edge_vla.train import evaluate as ev  # noqa: E402
-from edge_vla.train.data import Curriculum, Stream, cells_for_box, replay, vocab_action  # noqa: E402
+from edge_vla.train.data import (CHARSET, Curriculum, Stream, cell_chars, cells_for_box, label_chars,  # noqa: E402
+                                 replay, vocab_action)
 from edge_vla.train.loop import Trainer, TrainConfig  # noqa: E402
 from edge_vla.train.model import (PointerHead, TorchRuntime, action_vocab, batch_loss, build_student,  # noqa: E402
                                   collate, prompt_layout)
@@ -117,6 +118,34 @@ def test_vocab_mapping_and_cells():
     assert cells_for_box((10, 10, 10, 20), 4) == []
 
 
+def test_cell_chars_say_which_letters_each_view_cell_shows():
+    texts = [("Save as", (0, 0, 40, 20)), ("Go 2", (60, 60, 100, 100))]
+    full = cell_chars(texts, (0, 0, 1000, 1000), 100, 100, 4)
+    assert full.shape == (16, len(CHARSET))
+    assert [c for c in range(16) if full[c].any()] == [0, 1, 10, 11, 14, 15]
+    assert "".join(CHARSET[i] for i in np.nonzero(full[0])[0]) == "aesv"
+    assert (full[15] == label_chars("go2")).all()
+    # a crop of the bottom-right quarter: "Go 2" covers all but its top and left edge, "Save as" is out of view
+    crop = cell_chars(texts, (500, 500, 1000, 1000), 100, 100, 4)
+    assert (crop == label_chars("go 2")).all()
+    crop = cell_chars(texts, (700, 700, 1000, 1000), 100, 100, 4)
+    assert (crop == label_chars("go 2")).all()
+    crop = cell_chars(texts, (0, 500, 500, 1000), 100, 100, 4)
+    assert not crop.any()
+    # the stream's samples carry them for every view; the target's own cells show its label's letters
+    checked = 0
+    for i in range(40):
+        for s in tiny_stream().state(i):
+            assert s.cell_chars.shape == (len(s.views), 16, len(CHARSET)) and s.cell_chars.dtype == np.uint8
+            if s.pointer_view >= 0 and s.pointer_cells:
+                world = replay(s.meta["spec"], s.meta["history"])
+                want = label_chars(world.target.label)
+                on = s.cell_chars[s.pointer_view][s.pointer_cells]
+                assert (on | want == on).all(), (world.target.label, s.meta)
+                checked += 1
+    assert checked >= 10
+
+
 # ----------------------------------------------------------------------------- loss and resume
 @pytest.mark.parametrize("preset", ["tiny", "tiny-read"])
 def test_loss_step_decreases_loss_on_a_tiny_model(preset):
@@ -127,14 +156,17 @@ def test_loss_step_decreases_loss_on_a_tiny_model(preset):
     batch = collate(samples, prompt_layout(model))
     opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=3e-3)
     losses = []
+    reads = []
     for _ in range(6):
-        loss, info = batch_loss(model, head, batch, bin_sigma=2.0, attn_weight=1.0)
+        loss, info = batch_loss(model, head, batch, bin_sigma=2.0, attn_weight=1.0, read_weight=0.2)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        reads.append(info["read"])
     assert info["pointer"] > 0 and info["ce"] > 0 and info["attn"] > 0
     assert losses[-1] < losses[0] * 0.8, losses
+    assert reads[-1] < reads[0] * 0.95, reads  # the reading head learns too (small weight: slower)
 
 
 def test_soft_bins_and_attention_pointer_losses():
@@ -182,6 +214,33 @@ def test_resume_gives_identical_next_steps(tmp_path):
     assert first == pytest.approx(second, abs=1e-6, rel=1e-6)
     with pytest.raises(FileExistsError):
         Trainer(out, _cfg(), log=lambda *_: None)
+
+
+def test_resume_keeps_the_runs_settings_unless_a_flag_gives_them(tmp_path):
+    out = tmp_path / "run"
+    Trainer(out, _cfg(eval_every=7, threads=1), log=lambda *_: None).save()
+    tool = [sys.executable, str(ROOT / "tools" / "train_student.py"), "--out", str(out), "--resume",
+            "--max-samples", "0", "--no-final-eval"]
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_student", ROOT / "tools" / "train_student.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    seen: list[TrainConfig] = []
+    real = Trainer.__init__
+
+    def spy(self, *a, **kw):
+        real(self, *a, **kw)
+        seen.append(self.cfg)
+
+    Trainer.__init__ = spy
+    try:
+        assert mod.main(tool[2:]) == 0
+        assert mod.main(tool[2:] + ["--eval-every", "50", "--threads", "2"]) == 0
+    finally:
+        Trainer.__init__ = real
+    assert (seen[0].eval_every, seen[0].threads) == (7, 1)   # kept: no flag given
+    assert (seen[1].eval_every, seen[1].threads) == (50, 2)  # given again: replaced
+    assert seen[1].preset == "tiny" and seen[1].batch_states == 3  # what to learn never changes
 
 
 def test_run_logs_a_learning_curve(tmp_path):
