@@ -216,15 +216,14 @@ def test_resume_gives_identical_next_steps(tmp_path):
         Trainer(out, _cfg(), log=lambda *_: None)
 
 
-def test_resume_keeps_the_runs_settings_unless_a_flag_gives_them(tmp_path):
+def test_resume_keeps_the_runs_settings_unless_a_flag_gives_them(tmp_path, monkeypatch):
+    import importlib.util
+
     out = tmp_path / "run"
     Trainer(out, _cfg(eval_every=7, threads=1), log=lambda *_: None).save()
-    tool = [sys.executable, str(ROOT / "tools" / "train_student.py"), "--out", str(out), "--resume",
-            "--max-samples", "0", "--no-final-eval"]
-    import importlib.util
     spec = importlib.util.spec_from_file_location("train_student", ROOT / "tools" / "train_student.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
     seen: list[TrainConfig] = []
     real = Trainer.__init__
 
@@ -232,12 +231,10 @@ def test_resume_keeps_the_runs_settings_unless_a_flag_gives_them(tmp_path):
         real(self, *a, **kw)
         seen.append(self.cfg)
 
-    Trainer.__init__ = spy
-    try:
-        assert mod.main(tool[2:]) == 0
-        assert mod.main(tool[2:] + ["--eval-every", "50", "--threads", "2"]) == 0
-    finally:
-        Trainer.__init__ = real
+    monkeypatch.setattr(Trainer, "__init__", spy)
+    argv = ["--out", str(out), "--resume", "--max-samples", "0", "--no-final-eval"]
+    assert tool.main(argv) == 0
+    assert tool.main(argv + ["--eval-every", "50", "--threads", "2"]) == 0
     assert (seen[0].eval_every, seen[0].threads) == (7, 1)   # kept: no flag given
     assert (seen[1].eval_every, seen[1].threads) == (50, 2)  # given again: replaced
     assert seen[1].preset == "tiny" and seen[1].batch_states == 3  # what to learn never changes
