@@ -25,8 +25,8 @@ else:  # JetPack 6 ships Python 3.10
 ENV_PREFIX = "EDGE_VLA_"
 ENV_CONFIG = "EDGE_VLA_CONFIG"
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keys on it
-# The student we train ourselves (issue 5; models/edge-student-s2/MODEL_CARD.md says how well it does).
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "edge-student-s2"
+# The student we train ourselves (issue 5; models/edge-student-s3/MODEL_CARD.md says how well it does).
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "edge-student-s3"
 
 
 class _Section(BaseModel):
@@ -101,8 +101,9 @@ class ModelConfig(_Section):
     speculative: bool = Field(False, description="speculative decoding with the bundle's draft model")
     speculate_k: int = Field(4, ge=1, le=16, description="draft tokens proposed per verification step")
     draft_path: Path | None = Field(None, description="draft model folder (default: the bundle's draft/)")
-    roi: Literal["off", "focus"] = Field(
-        "off", description="region of interest: 'focus' encodes a low-res full view + a high-res crop")
+    roi: Literal["auto", "off", "focus"] = Field(
+        "auto", description="region of interest: 'focus' encodes a low-res full view + a high-res crop; "
+                            "'auto': focus when the bundle's action vocabulary has FOCUS (trained for it)")
     roi_crop_scale: float = Field(0.35, gt=0.05, le=1.0, description="crop side as a fraction of the frame's short side")
 
 

@@ -204,7 +204,10 @@ class VLMRuntime:
             from .speculative import load_draft
             self.draft = load_draft(Path(cfg.draft_path or bundle.path / "draft"), self, cfg)
         self.roi = None
-        if getattr(cfg, "roi", "off") != "off":
+        roi = getattr(cfg, "roi", "off")
+        if roi == "auto":  # a model trained with FOCUS answers a single view with FOCUS, never a click
+            roi = "focus" if m.action_vocab.get("focus") else "off"
+        if roi != "off":
             from .roi import RoiState
             self.roi = RoiState(self)
         self.last: dict = {}

@@ -45,8 +45,9 @@ PRESETS: dict[str, dict] = {
     # cell centre inside a runtime-sized crop hits 97% of held-out targets (4x4 tokens: 60%)
     "edge": dict(image_size=192, patch=24, merge=1, v_hidden=160, v_layers=3, v_heads=4, hidden=192, layers=3,
                  heads=3, kv=1),
-    # the shipped s2: "edge" reading its instruction first (every image token sees what is asked for, and
-    # a per-token pointer loss says which cells hold it: the probe of the field notes) and a conv stem
+    # s2 and the shipped s3 (s2 + the reading loss): "edge" reading its instruction first (every image
+    # token sees what is asked for, and a per-token pointer loss says which cells hold it: the probe of
+    # the field notes) and a conv stem
     "edge-read": dict(image_size=192, patch=24, merge=1, v_hidden=160, v_layers=3, v_heads=4, hidden=192,
                       layers=3, heads=3, kv=1, conv_stem=True, text_first=True),
     # its first stage (same tower and decoder shapes, 4x4 tokens): what "edge" was initialised from

@@ -149,3 +149,13 @@ def test_engine_tensorrt_without_tensorrt_fails_clearly(tmp_path):
     with pytest.raises(TensorRTUnavailable, match="needs the TensorRT Python package"):
         export_model(tiny("student"), tmp_path / "b", engine="tensorrt")
     assert not (tmp_path / "b").exists()
+
+
+def test_roi_auto_runs_both_stages_only_for_a_bundle_trained_with_focus(exported):
+    plain, focus = exported("student"), exported("student", focus=True)
+    assert load_runtime(model_cfg(plain)).roi is None  # auto: no FOCUS token, one view a frame
+    rt = load_runtime(model_cfg(focus))
+    assert rt.roi is not None  # auto: the global view proposes a focus, the crop reads
+    action, stages = rt.infer(np.random.default_rng(1).integers(0, 256, (90, 160, 3), dtype=np.uint8), "click ok")
+    validate_action(action.fields())
+    assert load_runtime(model_cfg(focus, roi="off")).roi is None

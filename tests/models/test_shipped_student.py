@@ -38,6 +38,8 @@ def test_the_trained_student_is_the_default_and_verifies():
     size = sum(p.stat().st_size for p in SHIPPED_MODEL.iterdir())
     assert size <= 25 * 2**20, f"shipped bundle is {size / 2**20:.1f} MiB"
     assert (SHIPPED_MODEL / "MODEL_CARD.md").is_file()
+    # the daemon's default config runs it through both RoI stages, as it was trained and evaluated
+    assert load_runtime(ModelConfig(intra_threads=1)).roi is not None
 
 
 def test_held_out_grounding_floor(runtime, card):
