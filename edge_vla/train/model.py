@@ -8,8 +8,9 @@ one that predicts the first action token; it has read the image and the
 instruction) scores every image token of the view that holds the target
 (dot product of two small projections); cross-entropy says "the target is in
 one of these cells". It is a training-only head: the exported graphs are the
-student's own, the pointer only shapes them. Image tokens come before the
-instruction, so the query, not the image tokens, carries "what to look for".
+student's own, the pointer only shapes them. With image tokens before the
+instruction the query alone carries "what to look for"; with ``text_first`` each
+image token has read the instruction too and scores itself (``PointerHead.cell``).
 
 The reading loss: a linear read-out of each image token's features (what the
 vision tower hands the decoder) says which letters and digits are written in
