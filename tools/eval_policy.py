@@ -50,10 +50,10 @@ def main(argv=None) -> int:
     log.configure("warning", "json")  # stdout is the JSON result
     bundle = Bundle.load(Path(a.bundle))
     focus = bool(bundle.manifest.action_vocab.get("focus"))
-    roi = ("focus" if focus else "off") if a.roi == "auto" else a.roi
-    cfg = ModelConfig(path=Path(a.bundle), intra_threads=a.threads, roi=roi, roi_crop_scale=a.crop_scale,
+    cfg = ModelConfig(path=Path(a.bundle), intra_threads=a.threads, roi=a.roi, roi_crop_scale=a.crop_scale,
                       kv_cache=a.kv_cache)
-    rt = load_runtime(cfg)
+    rt = load_runtime(cfg)  # the runtime resolves roi "auto" from the bundle, as in the daemon
+    roi = "focus" if getattr(rt, "roi", None) is not None else "off"
     res = tuple(tuple(int(v) for v in r.split("x")) for r in a.resolutions.split(",")) if a.resolutions \
         else EVAL_RESOLUTIONS
     t0 = time.perf_counter()
