@@ -9,6 +9,11 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 # the real-browser WHIP test drives Debian's chromium through Playwright (no browser download)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# the simulator's type faces (edge_vla/sim/render.py FONTS): training data and held-out screens use them
+fonts=/usr/share/fonts/truetype
+[ -f $fonts/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+[ -f $fonts/dejavu/DejaVuSansCondensed.ttf ] || need_apt+=(fonts-dejavu-extra)
+[ -f $fonts/liberation/LiberationSans-Regular.ttf ] || need_apt+=(fonts-liberation)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then SUDO=(); else SUDO=(sudo); fi
   "${SUDO[@]}" apt-get update -qq

@@ -10,9 +10,9 @@ tests, and the teacher for training small vision models.
 """
 
 from edge_vla.sim.executor import SimExecutor
-from edge_vla.sim.render import THEMES
+from edge_vla.sim.render import FONTS, THEMES
 from edge_vla.sim.scene import Element, ExecResult
 from edge_vla.sim.tasks import TASK_KINDS
 from edge_vla.sim.world import SimWorld
 
-__all__ = ["SimWorld", "SimExecutor", "Element", "ExecResult", "TASK_KINDS", "THEMES"]
+__all__ = ["SimWorld", "SimExecutor", "Element", "ExecResult", "FONTS", "TASK_KINDS", "THEMES"]

@@ -114,9 +114,9 @@ def inject_defect(world: SimWorld, kind: str, rng: random.Random) -> Injected | 
         b = rng.choice(cands)
         th = world.task.theme
         new = rng.choice([x for x in _LABELS if x.lower() != b.label.lower()])
-        old_w = text_width(display_label(b, th), b.size)
+        old_w = text_width(display_label(b, th), b.size, th.font)
         b.label = new
-        new_w = text_width(display_label(b, th), b.size)
+        new_w = text_width(display_label(b, th), b.size, th.font)
         cx, cy = centre(b.box)
         tw = max(old_w, new_w)
         text_box = (int(cx - tw / 2), int(cy - b.size * 0.55), int(cx + tw / 2) + 1, int(cy + b.size * 0.55) + 1)
@@ -175,7 +175,7 @@ class Clock:
         hh = header.box[3] if header is not None else int(world.height * 0.07)
         size = max(10, int(hh * 0.32))
         x = int(world.width * 0.42)
-        self.text = Text(box=(x, int(hh / 2 - size * 0.65), x + text_width("00:00:00", size) + 4,
+        self.text = Text(box=(x, int(hh / 2 - size * 0.65), x + text_width("00:00:00", size, world.task.theme.font) + 4,
                               int(hh / 2 + size * 0.65)), label=self._label(), role="logo", size=size)
         world.task.widgets.append(self.text)
         world.after_advance.append(self.tick)

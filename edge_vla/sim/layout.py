@@ -55,7 +55,7 @@ class Page:
         if not ctx.portrait:
             x = W - self.s(20)
             for nav in rng.sample(wording.NAV, rng.randint(2, 4)):
-                w = text_width(nav, self.fs)
+                w = text_width(nav, self.fs, th.font)
                 x -= w
                 self.add_text(nav, x, hh / 2, "nav", self.fs)
                 x -= self.s(22)
@@ -76,7 +76,8 @@ class Page:
 
     def add_text(self, text: str, x: float, cy: float, role: str, size: int, bold: bool = False) -> Text:
         h = int(size * 1.3)
-        t = Text(box=(int(x), int(cy - h / 2), int(x) + text_width(text, size), int(cy - h / 2) + h),
+        w = text_width(text, size, self.ctx.theme.font)
+        t = Text(box=(int(x), int(cy - h / 2), int(x) + w, int(cy - h / 2) + h),
                  label=text, role=role, size=size, bold=bold)
         self.widgets.append(t)
         return t
@@ -115,7 +116,7 @@ class Page:
     def details(self, pairs: list[tuple[str, str]]) -> None:
         """Key/value lines, as on a record's detail page: filler that a model must read past."""
         size = max(9, int(self.fs * 0.95))
-        kw = max(text_width(k, size) for k, _ in pairs) + self.s(16)
+        kw = max(text_width(k, size, self.ctx.theme.font) for k, _ in pairs) + self.s(16)
         for k, v in pairs:
             cy = self.y + size * 0.7
             self.add_text(k, self.x0, cy, "muted", size)
@@ -134,7 +135,7 @@ class Page:
         line = ""
         for word in text.split():
             trial = f"{line} {word}".strip()
-            if line and text_width(trial, size) > self.inner_width:
+            if line and text_width(trial, size, self.ctx.theme.font) > self.inner_width:
                 self._line(line, role, size)
                 line = word
             else:
@@ -171,7 +172,7 @@ class Page:
         row = max(side + self.s(8), int(self.fs * 1.9))
         th = self.ctx.theme
         knob = int(side * 1.8) if th.switches else side
-        w = knob + max(6, side // 2) + text_width(label, self.fs)
+        w = knob + max(6, side // 2) + text_width(label, self.fs, th.font)
         c = Checkbox(box=(self.x0, self.y, self.x0 + w, self.y + row), label=label, checked=checked,
                      size=self.fs, side=side)
         self.widgets.append(c)
@@ -188,7 +189,7 @@ class Page:
         gap = self.s(rng.choice([8, 10, 14]))
         made = [Button(box=(0, 0, 0, 0), label=label, style=style, enabled=enabled, size=self.fs)
                 for label, style, enabled in specs]
-        widths = [min(self.inner_width, text_width(display_label(b, th), self.fs) + 2 * padx) for b in made]
+        widths = [min(self.inner_width, text_width(display_label(b, th), self.fs, th.font) + 2 * padx) for b in made]
         if stacked:
             widths = [self.inner_width] * len(made)
         rows: list[list[int]] = [[]]
@@ -248,7 +249,7 @@ def make_dialog(ctx: Ctx, u: float, title: str, body: str, dismiss: str | None, 
     line = ""
     for word in body.split():
         trial = f"{line} {word}".strip()
-        if line and text_width(trial, fs) > w - 2 * pad:
+        if line and text_width(trial, fs, ctx.theme.font) > w - 2 * pad:
             lines.append(line)
             line = word
         else:
@@ -262,7 +263,7 @@ def make_dialog(ctx: Ctx, u: float, title: str, body: str, dismiss: str | None, 
     y0 = int(min(max(centre[1] - h / 2, 4), H - h - 4))
 
     def text(label: str, x: int, top: int, size: int, bold: bool = False, role: str = "body") -> None:
-        kids.append(Text(box=(x, top, x + text_width(label, size), top + int(size * 1.3)),
+        kids.append(Text(box=(x, top, x + text_width(label, size, ctx.theme.font), top + int(size * 1.3)),
                          label=label, size=size, bold=bold, role=role))
 
     text(title, x0 + pad, y0 + y, tsize, bold=True)
@@ -279,7 +280,8 @@ def make_dialog(ctx: Ctx, u: float, title: str, body: str, dismiss: str | None, 
     for label, style in ((dismiss, "secondary"), (primary, "primary")):
         if not label:
             continue
-        bw = text_width(display_label(Button(box=(0, 0, 0, 0), label=label), ctx.theme), fs) + int(32 * u)
+        shown = display_label(Button(box=(0, 0, 0, 0), label=label), ctx.theme)
+        bw = text_width(shown, fs, ctx.theme.font) + int(32 * u)
         b = Button(box=(bx - bw, y0 + y, bx, y0 + y + bh), label=label, style=style, size=fs)
         kids.append(b)
         if style == "secondary":
@@ -292,7 +294,7 @@ def make_dialog(ctx: Ctx, u: float, title: str, body: str, dismiss: str | None, 
 def make_toast(ctx: Ctx, u: float, text: str, tone: str, until: float | None) -> Banner:
     fs = max(10, round(14 * u * ctx.theme.font_scale))
     h = int(fs * 2.8)
-    w = min(ctx.width - int(16 * u), text_width(text, fs) + int(fs * 2.8) + int(24 * u))
+    w = min(ctx.width - int(16 * u), text_width(text, fs, ctx.theme.font) + int(fs * 2.8) + int(24 * u))
     x0 = (ctx.width - w) // 2
     y1 = ctx.height - int(20 * u)
     return Banner(box=(x0, y1 - h, x0 + w, y1), label=text, tone=tone, until=until, size=fs)

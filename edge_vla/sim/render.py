@@ -3,7 +3,10 @@
 Speed comes from layers: everything that cannot change (panels, static text,
 buttons) is drawn once per task into a static image; each frame copies it and
 draws only the live widgets, then the dim overlay and the cached dialog.
-Fonts are Pillow's bundled ``load_default(size=...)`` so no system fonts are needed.
+Type faces: Pillow's bundled one (``load_default``) or one of Debian's DejaVu and
+Liberation faces (``FONTS``), picked per task by the world: a screen the daemon
+watches is set in whatever face its toolkit uses, so the student must not learn
+one face's glyphs. A face whose file is missing falls back to Pillow's, with a log line.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import random
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -37,6 +43,18 @@ if TYPE_CHECKING:
 
 RGB = tuple[int, int, int]
 THEMES: tuple[str, ...] = ("light", "dark", "high_contrast", "retro", "solarized")
+FONT_DIR = Path("/usr/share/fonts/truetype")  # tools/setup.sh installs fonts-dejavu-core/-extra, fonts-liberation
+FONTS: dict[str, str | None] = {
+    "aileron": None,  # Pillow's bundled face: nothing to install
+    "dejavu-sans": "dejavu/DejaVuSans.ttf",
+    "dejavu-sans-condensed": "dejavu/DejaVuSansCondensed.ttf",
+    "dejavu-serif": "dejavu/DejaVuSerif.ttf",
+    "dejavu-sans-mono": "dejavu/DejaVuSansMono.ttf",
+    "liberation-sans": "liberation/LiberationSans-Regular.ttf",
+    "liberation-sans-narrow": "liberation/LiberationSansNarrow-Regular.ttf",
+    "liberation-serif": "liberation/LiberationSerif-Regular.ttf",
+    "liberation-mono": "liberation/LiberationMono-Regular.ttf",
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,7 @@ class Theme:
     switches: bool  # draw checkboxes as toggle switches
     outline_buttons: bool
     font_scale: float
+    font: str = "aileron"  # a key of FONTS
 
 
 def _hsv(h: float, s: float, v: float) -> RGB:
@@ -181,15 +200,32 @@ def make_theme(name: str, rng: random.Random) -> Theme:
 _FT_LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=128)
-def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=max(6, int(size)))
+@lru_cache(maxsize=None)
+def _font_file(face: str) -> Path | None:
+    if face not in FONTS:
+        raise ValueError(f"unknown font {face!r}; expected one of {', '.join(FONTS)}")
+    rel = FONTS[face]
+    if rel is None:
+        return None
+    path = FONT_DIR / rel
+    if not path.is_file():
+        structlog.get_logger(__name__).warning("sim_font_missing", font=face, path=str(path),
+                                               hint="run tools/setup.sh; drawing in Pillow's face")
+        return None
+    return path
+
+
+@lru_cache(maxsize=512)
+def font(size: int, face: str) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    size = max(6, int(size))
+    path = _font_file(face)
+    return ImageFont.load_default(size=size) if path is None else ImageFont.truetype(str(path), size)
 
 
 @lru_cache(maxsize=8192)
-def text_width(text: str, size: int) -> int:
+def text_width(text: str, size: int, face: str) -> int:
     with _FT_LOCK:
-        return int(round(font(size).getlength(text)))
+        return int(round(font(size, face).getlength(text)))
 
 
 def display_label(button: Button, theme: Theme) -> str:
@@ -221,16 +257,16 @@ def _bevel(d: ImageDraw.ImageDraw, box: Box, sunken: bool = False) -> None:
 
 
 def _text(d: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: int, fill: RGB,
-          anchor: str = "lm", bold: bool = False) -> None:
+          face: str, anchor: str = "lm", bold: bool = False) -> None:
     if not text:
         return
     stroke = 1 if bold and size >= 20 else 0
-    mask, dx, dy = _text_mask(text, size, anchor, stroke)
+    mask, dx, dy = _text_mask(text, size, anchor, stroke, face)
     d.bitmap((int(round(xy[0])) + dx, int(round(xy[1])) + dy), mask, fill=fill)
 
 
 @lru_cache(maxsize=4096)
-def _text_mask(text: str, size: int, anchor: str, stroke: int) -> tuple[Image.Image, int, int]:
+def _text_mask(text: str, size: int, anchor: str, stroke: int, face: str) -> tuple[Image.Image, int, int]:
     """A string's coverage mask and its offset from the anchor point.
 
     FreeType rendering is most of a frame's cost and UIs repeat their labels, so each
@@ -243,7 +279,7 @@ def _text_mask(text: str, size: int, anchor: str, stroke: int) -> tuple[Image.Im
     ay = int(1.5 * m)
     canvas = Image.new("L", (w, 3 * m), 0)
     with _FT_LOCK:
-        ImageDraw.Draw(canvas).text((ax, ay), text, font=font(size), fill=255, anchor=anchor,
+        ImageDraw.Draw(canvas).text((ax, ay), text, font=font(size, face), fill=255, anchor=anchor,
                                     stroke_width=stroke, stroke_fill=255 if stroke else None)
     ink = canvas.getbbox()
     if ink is None:
@@ -287,7 +323,7 @@ def draw_panel(d: ImageDraw.ImageDraw, p: Panel, th: Theme) -> None:
 def draw_text(d: ImageDraw.ImageDraw, t: Text, th: Theme) -> None:
     colour = {"logo": th.header_fg, "nav": mix(th.header_fg, th.header_bg, 0.2),
               "side": th.muted, "muted": th.muted}.get(t.role, th.text)
-    _text(d, (t.box[0], (t.box[1] + t.box[3]) / 2), t.label, t.size, colour, bold=t.bold)
+    _text(d, (t.box[0], (t.box[1] + t.box[3]) / 2), t.label, t.size, colour, bold=t.bold, face=th.font)
 
 
 def draw_button(d: ImageDraw.ImageDraw, b: Button, th: Theme) -> None:
@@ -321,9 +357,9 @@ def draw_button(d: ImageDraw.ImageDraw, b: Button, th: Theme) -> None:
     else:
         _rect(d, box, fill, outline=outline, width=th.border_w, radius=_corner(box, th))
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    _text(d, (cx, cy), display_label(b, th), b.size, ink, anchor="mm", bold=b.style == "primary")
+    _text(d, (cx, cy), display_label(b, th), b.size, ink, anchor="mm", bold=b.style == "primary", face=th.font)
     if b.style == "ghost":
-        w = text_width(display_label(b, th), b.size)
+        w = text_width(display_label(b, th), b.size, th.font)
         y = cy + b.size * 0.62
         d.line([(cx - w / 2, y), (cx + w / 2, y)], fill=ink, width=1)
 
@@ -341,24 +377,24 @@ def draw_field(d: ImageDraw.ImageDraw, f: TextField, th: Theme, caret_on: bool) 
     x, cy = box[0] + pad, (box[1] + box[3]) / 2
     room = box[2] - box[0] - 2 * pad
     shown = f.value
-    while shown and text_width(shown, f.size) > room:
+    while shown and text_width(shown, f.size, th.font) > room:
         shown = shown[1:]  # keep the tail, where the caret is
     if shown:
         if f.select_all and f.focused:
-            w = text_width(shown, f.size)
+            w = text_width(shown, f.size, th.font)
             _rect(d, (x, int(cy - f.size * 0.7), x + w, int(cy + f.size * 0.7)), th.selection)
-        _text(d, (x, cy), shown, f.size, th.text)
+        _text(d, (x, cy), shown, f.size, th.text, face=th.font)
     elif f.placeholder:
-        _text(d, (x, cy), f.placeholder, f.size, mix(th.muted, th.input_bg, 0.25))
+        _text(d, (x, cy), f.placeholder, f.size, mix(th.muted, th.input_bg, 0.25), face=th.font)
     if f.focused and caret_on:
-        cx = x + text_width(shown, f.size) + 1
+        cx = x + text_width(shown, f.size, th.font) + 1
         d.line([(cx, cy - f.size * 0.65), (cx, cy + f.size * 0.65)], fill=th.text, width=max(1, f.size // 14))
 
 
 def draw_checkbox_label(d: ImageDraw.ImageDraw, c: Checkbox, th: Theme) -> None:
     gap = max(6, c.side // 2)
     knob_w = int(c.side * 1.8) if th.switches else c.side
-    _text(d, (c.box[0] + knob_w + gap, (c.box[1] + c.box[3]) / 2), c.label, c.size, th.text)
+    _text(d, (c.box[0] + knob_w + gap, (c.box[1] + c.box[3]) / 2), c.label, c.size, th.text, face=th.font)
 
 
 def draw_checkbox_box(d: ImageDraw.ImageDraw, c: Checkbox, th: Theme) -> None:
@@ -406,8 +442,8 @@ def draw_banner(d: ImageDraw.ImageDraw, b: Banner, th: Theme) -> None:
     ix = b.box[0] + (h - icon) // 2
     d.ellipse((ix, cy - icon / 2, ix + icon, cy + icon / 2), fill=fg)
     _text(d, (ix + icon / 2, cy), "!" if b.tone == "error" else "i", max(8, int(icon * 0.8)), bg,
-          anchor="mm", bold=True)
-    _text(d, (ix + icon + h * 0.3, cy), b.label, b.size, fg)
+          anchor="mm", bold=True, face=th.font)
+    _text(d, (ix + icon + h * 0.3, cy), b.label, b.size, fg, face=th.font)
 
 
 def render_list_row(lv: ListView, i: int, th: Theme) -> Image.Image:
@@ -419,9 +455,9 @@ def render_list_row(lv: ListView, i: int, th: Theme) -> Image.Image:
     cy = lv.row_h / 2
     label, meta = lv.items[i]
     ink = (255, 255, 255) if (i == lv.selected and th.bevel) else th.text
-    _text(d, (pad, cy), label, lv.size, ink)
+    _text(d, (pad, cy), label, lv.size, ink, face=th.font)
     if meta:
-        _text(d, (w - pad - bar, cy), meta, max(8, int(lv.size * 0.85)), th.muted, anchor="rm")
+        _text(d, (w - pad - bar, cy), meta, max(8, int(lv.size * 0.85)), th.muted, anchor="rm", face=th.font)
     d.line([(pad // 2, lv.row_h - 1), (w - pad // 2, lv.row_h - 1)], fill=th.grid)
     return img
 
@@ -437,7 +473,7 @@ def draw_chart_frame(d: ImageDraw.ImageDraw, c: Chart, th: Theme) -> None:
 
 def draw_chart_line(d: ImageDraw.ImageDraw, c: Chart, th: Theme) -> None:
     x0, y0, x1, y1 = c.box
-    axis = text_width("00000.00", max(8, int(c.size * 0.8))) + 10
+    axis = text_width("00000.00", max(8, int(c.size * 0.8)), th.font) + 10
     top, bottom = y0 + c.size * 2.2, y1 - c.size
     left, right = x0 + 8, x1 - axis
     lo, hi = min(c.prices), max(c.prices)
@@ -450,16 +486,16 @@ def draw_chart_line(d: ImageDraw.ImageDraw, c: Chart, th: Theme) -> None:
     small = max(8, int(c.size * 0.8))
     for k in range(5):
         v = lo + span * k / 4
-        _text(d, (x1 - 6, bottom - (bottom - top) * k / 4), f"{v:.2f}", small, th.muted, anchor="rm")
+        _text(d, (x1 - 6, bottom - (bottom - top) * k / 4), f"{v:.2f}", small, th.muted, anchor="rm", face=th.font)
     last, first = c.prices[-1], c.prices[0]
     change = (last - first) / first * 100
     up = change >= 0
     tone = (30, 160, 80) if up else (210, 50, 60)
     if th.name == "high_contrast":
         tone = (120, 255, 120) if up else (255, 110, 110)
-    _text(d, (x0 + 10, y0 + c.size * 1.1), f"{c.label}  {last:.2f}", c.size, th.text, bold=True)
-    _text(d, (x0 + 16 + text_width(f"{c.label}  {last:.2f}", c.size) + c.size, y0 + c.size * 1.1),
-          f"{'+' if up else ''}{change:.2f}%", c.size, tone)
+    _text(d, (x0 + 10, y0 + c.size * 1.1), f"{c.label}  {last:.2f}", c.size, th.text, bold=True, face=th.font)
+    _text(d, (x0 + 16 + text_width(f"{c.label}  {last:.2f}", c.size, th.font) + c.size, y0 + c.size * 1.1),
+          f"{'+' if up else ''}{change:.2f}%", c.size, tone, face=th.font)
     d.ellipse((pts[-1][0] - 3, pts[-1][1] - 3, pts[-1][0] + 3, pts[-1][1] + 3), fill=th.chart_line)
 
 

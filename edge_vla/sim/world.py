@@ -8,15 +8,16 @@ testing, focus, typing, scrolling) to the current task, which judges success.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from edge_vla.actions import Action, InvalidAction, to_normalized, to_pixels, validate_action
 from edge_vla.sim.layout import Ctx
-from edge_vla.sim.render import THEMES, Renderer, make_theme
+from edge_vla.sim.render import FONTS, THEMES, Renderer, make_theme
 from edge_vla.sim.scene import Button, Checkbox, Element, ExecResult, ListView, TextField, Widget, centre, clip, inside
 from edge_vla.sim.tasks import TASK_KINDS, TASKS, Step, Task, element_of
 
@@ -26,18 +27,24 @@ _SCROLL_KEYS = {"pagedown": 0.9, "pageup": -0.9, "arrowdown": 0.15, "down": 0.15
                 "up": -0.15, "end": 1e9, "home": -1e9, "space": 0.9}
 
 Outcome = tuple[str, str, bool]  # status, detail, visibly changed
+# Share of tasks in Pillow's bundled face (what every world looked like before there were faces to pick)
+BUNDLED_FONT_SHARE = 0.3
 
 
 class SimWorld:
     """A seeded 2-D UI world; see the package docstring for the contract."""
 
     def __init__(self, seed: int = 0, width: int = 1280, height: int = 720,
-                 theme: str | None = None, task: str | None = None):
+                 theme: str | None = None, task: str | None = None, fonts: Sequence[str] | None = None):
         if width < 64 or height < 64:
             raise ValueError(f"simulator needs at least 64x64 pixels, got {width}x{height}")
         if theme is not None and theme not in THEMES:
             raise ValueError(f"unknown theme {theme!r}; expected one of {', '.join(THEMES)}")
         _check_kind(task)
+        unknown = [f for f in fonts or () if f not in FONTS]
+        if unknown or (fonts is not None and not fonts):
+            raise ValueError(f"unknown or no fonts {unknown}; expected some of {', '.join(FONTS)}")
+        self._fonts = tuple(fonts or FONTS)
         self.seed, self.width, self.height = int(seed), int(width), int(height)
         self._theme_name, self._kind_pin = theme, task
         self._lock = threading.RLock()
@@ -78,6 +85,11 @@ class SimWorld:
     def _build(self) -> None:
         rng = random.Random(f"edge-vla-sim:{self.seed}:task:{self._index}")
         theme = make_theme(self._theme_name or rng.choice(THEMES), rng)
+        # a stream of its own, so that a task drawn in the bundled face is laid out as it always was
+        frng = random.Random(f"edge-vla-sim:{self.seed}:font:{self._index}")
+        bundled = "aileron" in self._fonts and frng.random() < BUNDLED_FONT_SHARE
+        others = [f for f in self._fonts if f != "aileron"] or ["aileron"]
+        theme = dataclasses.replace(theme, font="aileron" if bundled else frng.choice(others))
         ctx = Ctx(rng=rng, width=self.width, height=self.height, theme=theme, t0=self.time)
         self._task = TASKS[self._kind](ctx)
         self._focused = None
@@ -97,6 +109,10 @@ class SimWorld:
     @property
     def theme(self) -> str:
         return self._task.theme.name
+
+    @property
+    def font(self) -> str:
+        return self._task.theme.font
 
     @property
     def version(self) -> int:

@@ -19,7 +19,9 @@ found the target's region but clicked a neighbour with a similar label.
 
 Views are cut with the runtime's own ``preprocess``/``crop_view`` and targets
 are encoded with ``ActionGrammar.encode``, so training sees exactly what the
-exported bundle sees. Train and held-out worlds use disjoint seeds (even / odd).
+exported bundle sees. Train and held-out worlds use disjoint seeds (even / odd),
+and two type faces (``HELD_OUT_FONTS``) are never trained on: held-out screens set
+in them measure how the student reads a face it has never seen.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ..actions import NORM, Action, to_normalized, to_pixels
 from ..runtime.grammar import KEYS, ActionGrammar, ActionVocab
 from ..runtime.roi import crop_view
 from ..runtime.vlm import preprocess
-from ..sim import THEMES, TASK_KINDS, SimWorld
+from ..sim import FONTS, THEMES, TASK_KINDS, SimWorld
 from ..sim.defects import compress
 
 # (width, height, weight): phone portrait .. 4K, plus tablets and odd laptop sizes
@@ -51,6 +53,9 @@ _SUFFIX = ("", "", "", ".", " now", " please", "!")
 CHARSET = "abcdefghijklmnopqrstuvwxyz0123456789"
 # elements whose label is not written across their box (a list's or chart's name, a dialog's title)
 _UNREAD_KINDS = ("list", "chart", "dialog")
+# faces of the sim that training worlds never use (a serif and a monospace, each with a trained sibling)
+HELD_OUT_FONTS = ("liberation-serif", "dejavu-sans-mono")
+TRAIN_FONTS = tuple(f for f in FONTS if f not in HELD_OUT_FONTS)
 # Histories of teacher steps finish a one-click task often: left alone, half of all labels were ``done``
 # (measured over 400 states), which both starved the point labels and taught the student to stop at once.
 # Keep this share of finished histories; the rest step back to the state before the last action.
@@ -101,7 +106,8 @@ def world_spec(rng: random.Random, split: str, point_kinds: float = 0.6) -> dict
         w, h, _ = rng.choices(RESOLUTIONS, weights=[r[2] for r in RESOLUTIONS])[0]
     easy = ("click_button", "checkbox", "dismiss_popup_then_buy")
     kind = rng.choice(easy) if rng.random() < point_kinds * 0.5 else rng.choice(TASK_KINDS)
-    return {"seed": world_seed(rng, split), "width": w, "height": h, "theme": rng.choice(THEMES), "task": kind}
+    return {"seed": world_seed(rng, split), "width": w, "height": h, "theme": rng.choice(THEMES), "task": kind,
+            "fonts": list(TRAIN_FONTS) if split == "train" else None}
 
 
 def vocab_action(action: Action, vocab: ActionVocab) -> Action | None:
@@ -141,7 +147,7 @@ def oracle_action(world: SimWorld, vocab: ActionVocab) -> tuple[Action | None, t
 def replay(spec: dict, history: list) -> SimWorld:
     """Rebuild a state: the world from ``spec``, then ``history`` = [[dt, action dict | None], ...]."""
     w = SimWorld(seed=spec["seed"], width=spec["width"], height=spec["height"], theme=spec["theme"],
-                 task=spec["task"])
+                 task=spec["task"], fonts=spec.get("fonts"))
     for dt, act in history:
         if act is not None:
             w.execute(Action(**act))

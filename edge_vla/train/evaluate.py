@@ -25,7 +25,7 @@ import numpy as np
 from ..actions import Action, crop_to_frame, to_pixels
 from ..sim import THEMES, TASK_KINDS, SimWorld
 from ..sim.scene import inside
-from .data import EVAL_RESOLUTIONS, POINT_KINDS, crop_around
+from .data import EVAL_RESOLUTIONS, HELD_OUT_FONTS, POINT_KINDS, crop_around
 
 Runtime = Any
 
@@ -78,6 +78,7 @@ def _world(case: dict) -> SimWorld:
 def grounding(rt: Runtime, cases: list[dict], stages: list | None = None) -> dict:
     by_res: dict = defaultdict(lambda: [0, 0])
     by_theme: dict = defaultdict(lambda: [0, 0])
+    by_font: dict = defaultdict(lambda: [0, 0])
     by_kind: dict = defaultdict(lambda: [0, 0])
     hits = 0
     for c in cases:
@@ -88,12 +89,16 @@ def grounding(rt: Runtime, cases: list[dict], stages: list | None = None) -> dic
             stages.append(st)
         hit = is_hit(action, c["box"], world.width, world.height)
         hits += hit
-        for d, k in ((by_res, f"{world.width}x{world.height}"), (by_theme, world.theme), (by_kind, c["kind"])):
+        for d, k in ((by_res, f"{world.width}x{world.height}"), (by_theme, world.theme), (by_font, world.font),
+                     (by_kind, c["kind"])):
             d[k][0] += hit
             d[k][1] += 1
     return {**_rate(hits, len(cases)),
             "per_resolution": {k: _rate(*v) for k, v in sorted(by_res.items())},
             "per_theme": {k: _rate(*v) for k, v in sorted(by_theme.items())},
+            # faces never trained on (data.HELD_OUT_FONTS) against the trained ones
+            "per_font": {k: _rate(*v) for k, v in sorted(by_font.items())},
+            "unseen_fonts": _rate(*[sum(by_font[f][j] for f in HELD_OUT_FONTS) for j in (0, 1)]),
             "per_task": {k: _rate(*v) for k, v in sorted(by_kind.items())}}
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from edge_vla.actions import Action, to_normalized, to_pixels
-from edge_vla.sim import TASK_KINDS, THEMES, Element, ExecResult, SimWorld
+from edge_vla.sim import FONTS, TASK_KINDS, THEMES, Element, ExecResult, SimWorld
+from edge_vla.sim.render import FONT_DIR, text_width
 
 SIZES = [(390, 844), (1280, 720), (1920, 1080)]
 
@@ -127,6 +128,26 @@ def test_pinned_task_and_theme_persist_and_bad_names_raise() -> None:
         SimWorld(theme="nope")
     with pytest.raises(ValueError):
         w.new_task("nope")
+
+
+def test_tasks_are_set_in_several_faces_and_a_pool_pins_them() -> None:
+    # the faces are installed (tools/setup.sh): a missing file would quietly draw Pillow's face
+    assert all(rel is None or (FONT_DIR / rel).is_file() for rel in FONTS.values())
+    seen = {SimWorld(seed=s, width=640, height=480).font for s in range(40)}
+    assert "aileron" in seen and len(seen) >= 5
+    w = SimWorld(seed=4, width=640, height=480, fonts=["dejavu-sans-mono"])
+    for _ in range(3):
+        assert w.font == "dejavu-sans-mono"
+        w.new_task()
+    # same seed, same layout stream: another face changes what is drawn and how wide labels are
+    a = SimWorld(seed=4, width=640, height=480, task="click_button", fonts=["dejavu-serif"])
+    b = SimWorld(seed=4, width=640, height=480, task="click_button", fonts=["liberation-sans-narrow"])
+    assert a.instruction == b.instruction and not np.array_equal(a.render(), b.render())
+    assert text_width("Submit order", 20, "liberation-sans-narrow") < text_width("Submit order", 20, "dejavu-serif")
+    assert solve(b) > 0 and b.success
+    for bad in (["comic-sans"], []):
+        with pytest.raises(ValueError):
+            SimWorld(fonts=bad)
 
 
 def test_wrong_buttons_do_not_succeed() -> None:

@@ -16,8 +16,8 @@ from edge_vla.actions import Action, crop_to_frame, to_normalized, to_pixels  # 
 from edge_vla.runtime.grammar import ActionGrammar  # noqa: E402
 from edge_vla.sim.scene import inside  # noqa: E402
 from edge_vla.train import evaluate as ev  # noqa: E402
-from edge_vla.train.data import (CHARSET, Curriculum, Stream, cell_chars, cells_for_box, label_chars,  # noqa: E402
-                                 replay, vocab_action)
+from edge_vla.train.data import (CHARSET, HELD_OUT_FONTS, Curriculum, Stream, cell_chars,  # noqa: E402
+                                 cells_for_box, label_chars, replay, vocab_action)
 from edge_vla.train.loop import Trainer, TrainConfig  # noqa: E402
 from edge_vla.train.model import (PointerHead, TorchRuntime, action_vocab, batch_loss, build_student,  # noqa: E402
                                   collate, prompt_layout)
@@ -74,6 +74,11 @@ def test_stream_is_deterministic_and_splits_are_disjoint():
     train = {tiny_stream().state(i)[0].meta["spec"]["seed"] % 2 for i in range(8)}
     held = {tiny_stream("heldout").state(i)[0].meta["spec"]["seed"] % 2 for i in range(8)}
     assert train == {0} and held == {1}
+    # two faces are never trained on; held-out worlds draw from every face
+    train_fonts = {replay(tiny_stream().state(i)[0].meta["spec"], []).font for i in range(24)}
+    assert train_fonts and not train_fonts & set(HELD_OUT_FONTS)
+    held_fonts = {replay(tiny_stream("heldout").state(i)[0].meta["spec"], []).font for i in range(40)}
+    assert held_fonts & set(HELD_OUT_FONTS)
 
 
 def test_labels_agree_with_the_oracle():
@@ -289,6 +294,9 @@ def test_grounding_accuracy_is_computed_correctly():
     assert half["hits"] == 4 and half["rate"] == 0.5
     assert sum(v["n"] for v in half["per_resolution"].values()) == 8
     assert sum(v["hits"] for v in half["per_theme"].values()) == 4
+    assert sum(v["hits"] for v in half["per_font"].values()) == 4
+    unseen = sum(v["n"] for k, v in half["per_font"].items() if k in HELD_OUT_FONTS)
+    assert half["unseen_fonts"]["n"] == unseen
 
 
 def test_closed_loop_oracle_succeeds_and_idle_fails():
