@@ -145,6 +145,16 @@ def _norm_axis(p: float, size: int) -> int:
     return min(NORM, max(0, n))
 
 
+SIGNATURE_CELL = 25  # normalized units: clicks closer than this count as the same action
+
+
+def signature(a: Action) -> tuple:
+    """Actions that count as 'the same' (the loop's memory of dead actions): same type, point within
+    a ``SIGNATURE_CELL`` cell, same payload."""
+    cell = (None if a.x is None else a.x // SIGNATURE_CELL, None if a.y is None else a.y // SIGNATURE_CELL)
+    return (a.type, cell, a.key, a.text, a.dx, a.dy)
+
+
 def crop_to_frame(nx: int, ny: int, box: tuple[int, int, int, int]) -> tuple[int, int]:
     """A point normalized inside ``box`` (x0, y0, x1, y1 in full-frame 0..1000) -> full frame."""
     x0, y0, x1, y1 = box

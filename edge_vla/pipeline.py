@@ -192,7 +192,7 @@ class StreamPipeline:
         if self._policy_takes_context:
             context = DecisionContext(verdicts=tuple(self.verdicts),
                                       avoid=frozenset(sig for sig, n in self.watchdog.dead.items()
-                                                      if n >= self.settings.loop.max_repeats))
+                                                      if n >= self.settings.loop.avoid_after))
             fut = self._executor.submit(self.policy.decide, frame, instruction, context=context)
         else:
             fut = self._executor.submit(self.policy.decide, frame, instruction)

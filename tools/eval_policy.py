@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Evaluate a policy bundle in the simulator; prints one JSON object (issue 5).
 
-    tools/eval_policy.py BUNDLE [--cases 100] [--closed-loop 30] [--daemon 6] [--roi auto|focus|off] [--out FILE]
+    tools/eval_policy.py BUNDLE [--cases 100] [--closed-loop 30] [--no-loop-memory] [--daemon 6]
+                            [--roi auto|focus|off] [--out FILE]
 
 Grounding accuracy on held-out screens (the click lands inside the target's box)
 per resolution, theme and task; the RoI crop stage alone; closed-loop task
@@ -27,6 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--crop-cases", type=int, default=None, help="held-out RoI crop cases (default: --cases)")
     ap.add_argument("--closed-loop", type=int, default=30, help="held-out closed-loop tasks")
     ap.add_argument("--max-steps", type=int, default=15)
+    ap.add_argument("--no-loop-memory", action="store_true",
+                    help="closed loop: act on every frame with no verifier/watchdog (the bare policy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--roi", default="auto", choices=["auto", "focus", "off"],
                     help="auto: focus when the bundle's vocabulary has FOCUS")
@@ -41,7 +44,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from edge_vla import log
-    from edge_vla.config import ModelConfig
+    from edge_vla.config import LoopConfig, ModelConfig
     from edge_vla.runtime.bundle import Bundle
     from edge_vla.runtime.families import load_runtime
     from edge_vla.train import evaluate as ev
@@ -67,7 +70,8 @@ def main(argv=None) -> int:
         n = a.crop_cases if a.crop_cases is not None else a.cases
         out["crop_grounding"] = ev.crop_grounding(rt, ev.grounding_cases(n, seed=a.seed + 7, resolutions=res))
     if a.closed_loop:
-        out["closed_loop"] = ev.closed_loop(rt, a.closed_loop, seed=a.seed, max_steps=a.max_steps,
+        loop = None if a.no_loop_memory else LoopConfig()
+        out["closed_loop"] = ev.closed_loop(rt, a.closed_loop, seed=a.seed, max_steps=a.max_steps, loop=loop,
                                             resolutions=res, stages=stages)
     out["latency_ms"] = ev.latency(stages)
     if a.daemon:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..actions import Action
+from ..actions import Action, signature
 from ..config import LoopConfig
 from .verifier import Verdict
 
@@ -40,12 +40,6 @@ def parse_action_spec(spec: str) -> Action | None:
     if kind == "action" and rest in ("reset", "wait", "done"):
         return Action(type=rest)
     raise ValueError(f"not an action spec: {spec!r} (key:NAME, scroll:DX:DY, action:reset or event)")
-
-
-def signature(a: Action) -> tuple:
-    """Actions that count as 'the same': same type, point within a 25-unit cell, same payload."""
-    cell = (None if a.x is None else a.x // 25, None if a.y is None else a.y // 25)
-    return (a.type, cell, a.key, a.text, a.dx, a.dy)
 
 
 def screen_state(thumb: np.ndarray) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..config import Settings
 from ..frames import Frame
 from ..runtime.families import load_runtime
-from . import Decision
+from . import Decision, DecisionContext
 
 
 class OnnxPolicy:
@@ -18,8 +18,11 @@ class OnnxPolicy:
         """A fresh session after repeated failures (the bundle is verified again)."""
         self.runtime = load_runtime(self.settings.model)
 
-    def decide(self, frame: Frame, instruction: str) -> Decision:
-        action, stages = self.runtime.infer(frame.image, instruction)
+    def decide(self, frame: Frame, instruction: str, context: DecisionContext | None = None) -> Decision:
+        # the loop's dead actions steer the model's own choice (runtime.avoid) before the watchdog
+        # has to replace it with a generic alternative
+        avoid = context.avoid if context is not None else frozenset()
+        action, stages = self.runtime.infer(frame.image, instruction, avoid)
         return Decision(action=action, model=self.name, stages_ms=stages)
 
     def close(self) -> None:

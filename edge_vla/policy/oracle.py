@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import time
 
+from ..actions import signature
 from ..config import Settings
 from ..frames import Frame
-from ..loop.watchdog import signature
 from . import Decision, DecisionContext
 
 

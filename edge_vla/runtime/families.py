@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import Protocol
 
 import numpy as np
@@ -18,8 +19,10 @@ _FAMILIES: dict[str, str] = {"heads": "edge_vla.runtime.heads:HeadsRuntime",
 class Runtime(Protocol):
     name: str
 
-    def infer(self, image: np.ndarray, instruction: str) -> tuple[Action, dict[str, float]]:
-        """One action for one RGB frame, plus the time each step took in ms."""
+    def infer(self, image: np.ndarray, instruction: str,
+              avoid: Iterable[tuple] = frozenset()) -> tuple[Action, dict[str, float]]:
+        """One action for one RGB frame, plus the time each step took in ms; the model's best action
+        that is not dead (``avoid``: signatures the loop found dead, ``runtime.avoid``)."""
 
 
 def register(family: str, target: str) -> None:

@@ -11,12 +11,14 @@ weights, needs ``onnx``).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..actions import Action
+from .avoid import is_dead
 from ..config import ModelConfig
 from .bundle import Bundle, Manifest, file_entry, write_manifest
 from .session import open_session
@@ -41,20 +43,36 @@ class HeadsRuntime:
         small = Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR, reducing_gap=2.0)
         return (np.asarray(small, dtype=np.float32) * (1 / 255)).transpose(2, 0, 1)[None]
 
-    def infer(self, image: np.ndarray, instruction: str) -> tuple[Action, dict[str, float]]:
+    def infer(self, image: np.ndarray, instruction: str,
+              avoid: Iterable[tuple] = frozenset()) -> tuple[Action, dict[str, float]]:
         t0 = time.perf_counter()
         pixels = self.preprocess(image)
         tokens = self.tokenizer.encode(instruction)
         t1 = time.perf_counter()
         type_logits, x_logits, y_logits = self.session.run(None, {"pixels": pixels, "tokens": tokens})
         t2 = time.perf_counter()
-        action = self.decode(type_logits[0], x_logits[0], y_logits[0])
+        action = self.decode(type_logits[0], x_logits[0], y_logits[0], frozenset(avoid))
         t3 = time.perf_counter()
         return action, {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}
 
-    def decode(self, type_logits: np.ndarray, x_logits: np.ndarray, y_logits: np.ndarray) -> Action:
-        kind = self.types[int(np.argmax(type_logits))]
-        xi, yi = int(np.argmax(x_logits)), int(np.argmax(y_logits))
+    def decode(self, type_logits: np.ndarray, x_logits: np.ndarray, y_logits: np.ndarray,
+               avoid: frozenset = frozenset()) -> Action:
+        best = self._action(int(np.argmax(type_logits)), int(np.argmax(x_logits)), int(np.argmax(y_logits)))
+        if not is_dead(best, avoid):
+            return best
+        # the heads are independent: the best joint (type, x, y) among the top few of each that is not dead
+        lt, lx, ly = (v - np.logaddexp.reduce(v) for v in (type_logits, x_logits, y_logits))
+        top = [np.argsort(-v)[:8] for v in (lx, ly)]
+        scored = sorted(((lt[t] + lx[x] + ly[y], int(t), int(x), int(y)) for t in range(len(self.types))
+                         for x in top[0] for y in top[1]), reverse=True)
+        for _, t, x, y in scored:
+            action = self._action(t, x, y)
+            if not is_dead(action, avoid):
+                return action
+        return best  # everything near is dead: the watchdog escalates
+
+    def _action(self, ti: int, xi: int, yi: int) -> Action:
+        kind = self.types[ti]
         if kind in POINT_TYPES:
             return Action(type=kind, x=self.bin_centre(xi), y=self.bin_centre(yi))
         if kind == "scroll":

@@ -12,12 +12,13 @@ rounding. A non-point action (or a new FOCUS) ends the focus.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 from PIL import Image
 
 from ..actions import NORM, POINT_TYPES, Action, crop_to_frame
-from .vlm import preprocess
+from .vlm import dead_tokens, preprocess
 
 
 def crop_box(focus: tuple[int, int, int, int], width: int, height: int, scale: float) -> tuple[int, int, int, int]:
@@ -56,7 +57,7 @@ class RoiState:
         self.box: tuple[int, int, int, int] | None = None
         self.scale = float(getattr(runtime.cfg, "roi_crop_scale", 0.35))
 
-    def infer(self, image: np.ndarray, instruction: str):
+    def infer(self, image: np.ndarray, instruction: str, avoid: Iterable[tuple] = frozenset()):
         rt, s = self.rt, self.rt.image_size
         h, w = image.shape[:2]
         full = preprocess(image, s)
@@ -65,7 +66,9 @@ class RoiState:
         # when that one re-aims (the target was not in the crop) - so a single frame can still hit
         for _ in range(3):
             views = [full] if self.box is None else [full, crop_view(image, self.box, s)]
-            decoded, st = rt.decode_view(views, instruction)
+            box = self.box
+            dead = dead_tokens(rt.grammar, avoid, None if box is None else (lambda a: map_action(a, box)))
+            decoded, st = rt.decode_view(views, instruction, dead)
             for k, v in st.items():
                 stages[k] = stages.get(k, 0.0) + v
             if decoded.focus_box is not None:

@@ -12,6 +12,7 @@ constrained decode, and returns one validated Action with stage times.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from PIL import Image
 
 from ..actions import Action
 from ..config import ModelConfig
+from .avoid import DeadAwareDecoder, is_dead
 from .bundle import Bundle, BundleError
 from .grammar import ActionGrammar, ActionVocab, Decoded
 from .kv import KVCache
@@ -120,30 +122,56 @@ def image_start(prompt: dict, n_instruction: int) -> int:
     return len(prompt["prefix"]) + (n_instruction if prompt.get("text_first") else 0)
 
 
+def dead_tokens(grammar: ActionGrammar, avoid: Iterable[tuple],
+                to_frame: Callable[[Action], Action] | None = None) -> Callable[[list[int]], bool] | None:
+    """The decode-time test for ``avoid``: does this complete token sequence (an action in the view's
+    coordinates, ``to_frame`` maps it to the frame's) land on a dead action? None: nothing to avoid."""
+    avoid = frozenset(avoid)
+    if not avoid:
+        return None
+
+    def dead(tokens: list[int]) -> bool:
+        action = grammar.to_decoded(tokens).action
+        if action is None:  # a focus box only moves the view
+            return False
+        return is_dead(to_frame(action) if to_frame is not None else action, avoid)
+
+    return dead
+
+
+class CachedSteps:
+    """``avoid.Step`` over one KV cache: logits after the prompt and any action-token prefix. Feeds only
+    the tokens the cache lacks and truncates it when the search backs up to another branch."""
+
+    def __init__(self, engine: Engine, cache: KVCache):
+        self.engine, self.cache = engine, cache
+        self.base = cache.length
+        self.fed: list[int] = []
+        self.calls = 0
+
+    def __call__(self, tokens: list[int]) -> np.ndarray:
+        n = 0
+        while n < min(len(tokens), len(self.fed)) and tokens[n] == self.fed[n]:
+            n += 1
+        if n == len(tokens):  # the cache already holds this prefix: step again from one token back
+            n -= 1
+        if n < len(self.fed):
+            self.cache.truncate(self.base + n)
+        self.fed = list(tokens)
+        self.calls += 1
+        return self.engine.step(self.engine.embed_ids(tokens[n:]), self.cache)[-1]
+
+
 def constrained_decode(engine: Engine, grammar: ActionGrammar, cache: KVCache, logits: np.ndarray,
-                       stats: dict | None = None) -> Decoded:
-    """Greedy decoding under the grammar; forced tokens are appended without a model call."""
-    tokens: list[int] = []
-    pending: list[int] = []
-    calls = forced_n = 0
-    while True:
-        tok = grammar.pick(logits, tokens)
-        tokens.append(tok)
-        pending.append(tok)
-        while not grammar.done(tokens):
-            f = grammar.forced(tokens)
-            if f is None:
-                break
-            tokens.append(f)
-            pending.append(f)
-            forced_n += 1
-        if grammar.done(tokens):
-            break
-        logits = engine.step(engine.embed_ids(pending), cache)[-1]
-        calls += 1
-        pending = []
+                       stats: dict | None = None, dead: Callable[[list[int]], bool] | None = None,
+                       search: DeadAwareDecoder | None = None) -> Decoded:
+    """Greedy decoding under the grammar, steering around ``dead`` completions (``runtime.avoid``); forced
+    tokens go to the model with the next chosen one, without a call of their own."""
+    steps = CachedSteps(engine, cache)
+    tokens = (search or DeadAwareDecoder(grammar)).decode(logits, steps, dead)
     if stats is not None:
-        stats.update(decode_calls=calls, forced_tokens=forced_n, tokens=len(tokens))
+        forced = sum(grammar.forced(tokens[:i]) is not None for i in range(len(tokens)))
+        stats.update(decode_calls=steps.calls, forced_tokens=forced, tokens=len(tokens))
     return grammar.to_decoded(tokens)
 
 
@@ -192,6 +220,7 @@ class VLMRuntime:
         self.tokenizer = Tokenizer(m.tokenizer, bundle.path)
         self.vocab = ActionVocab.from_dict(m.action_vocab)
         self.grammar = ActionGrammar(self.vocab)
+        self.search = DeadAwareDecoder(self.grammar)
         self.codec = getattr(cfg, "kv_cache", None) or (m.kv_cache if m.kv_cache != "none" else "fp16")
         providers = providers_for(cfg, bundle)
         check_engine(bundle, providers)  # refuses an engine built for another TensorRT or GPU
@@ -212,19 +241,25 @@ class VLMRuntime:
             self.roi = RoiState(self)
         self.last: dict = {}
 
-    def infer(self, image: np.ndarray, instruction: str) -> tuple[Action, dict[str, float]]:
+    def infer(self, image: np.ndarray, instruction: str,
+              avoid: Iterable[tuple] = frozenset()) -> tuple[Action, dict[str, float]]:
+        """One action for one frame; ``avoid``: signatures the loop found dead (``runtime.avoid``)."""
         if self.roi is not None:
-            return self.roi.infer(image, instruction)
-        return self.infer_view(preprocess(image, self.image_size), instruction)
+            return self.roi.infer(image, instruction, avoid)
+        return self.infer_view(preprocess(image, self.image_size), instruction, avoid)
 
-    def infer_view(self, pixels: np.ndarray, instruction: str) -> tuple[Action, dict[str, float]]:
-        decoded, stages = self.decode_view(pixels, instruction)
+    def infer_view(self, pixels: np.ndarray, instruction: str,
+                   avoid: Iterable[tuple] = frozenset()) -> tuple[Action, dict[str, float]]:
+        dead = dead_tokens(self.grammar, avoid)
+        decoded, stages = self.decode_view(pixels, instruction, dead)
         if decoded.action is None:  # a focus box where no RoI loop is running: nothing to act on
             return Action(type="wait"), stages
         return decoded.action, stages
 
-    def decode_view(self, pixels: np.ndarray | list[np.ndarray], instruction: str) -> tuple[Decoded, dict[str, float]]:
-        """Encode one view (or several, their tokens concatenated), prefill, constrained decode."""
+    def decode_view(self, pixels: np.ndarray | list[np.ndarray], instruction: str,
+                    dead: Callable[[list[int]], bool] | None = None) -> tuple[Decoded, dict[str, float]]:
+        """Encode one view (or several, their tokens concatenated), prefill, constrained decode (steering
+        around ``dead`` token sequences)."""
         t0 = time.perf_counter()
         views = pixels if isinstance(pixels, list) else [pixels]
         image_embeds = np.concatenate([self.engine.encode(p) for p in views], axis=1)
@@ -235,10 +270,10 @@ class VLMRuntime:
         logits = self.engine.step(embeds, cache)[-1]
         t2 = time.perf_counter()
         stats: dict = {}
-        if self.draft is not None:
+        if self.draft is not None and dead is None:
             decoded = self.draft.decode(views[0], instr, cache, logits, stats)
         else:
-            decoded = constrained_decode(self.engine, self.grammar, cache, logits, stats)
+            decoded = constrained_decode(self.engine, self.grammar, cache, logits, stats, dead, self.search)
         t3 = time.perf_counter()
         self.last = {**stats, "prompt_tokens": embeds.shape[1], "kv_bytes": cache.nbytes()}
         return decoded, {"vision": (t1 - t0) * 1e3, "prefill": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}

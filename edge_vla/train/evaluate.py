@@ -9,7 +9,10 @@ and optionally ``roi`` (its box is reset between cases). Numpy only: no torch.
 - ``crop_grounding``: the second RoI stage alone: views ``[full, native-scale
   crop holding the target]`` -> a click mapped back to the frame.
 - ``closed_loop``: held-out tasks run to success or ``max_steps``; success rate,
-  mean steps, sim and wall seconds per task, per task kind.
+  mean steps, sim and wall seconds per task, per task kind. With ``LoopMemory``
+  (the default in ``tools/eval_policy.py``) the loop is the daemon's: the
+  pipeline's own verifier and stuck watchdog, on sim time, await each action's
+  verdict, and the actions they found dead reach the policy as ``avoid``.
 - latency per stage from the runtime's own stage times.
 """
 
@@ -22,7 +25,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..actions import Action, crop_to_frame, to_pixels
+from ..actions import Action, ActionMessage, crop_to_frame, to_pixels
+from ..config import LoopConfig
+from ..frames import Frame
+from ..loop.verifier import Verifier
+from ..loop.watchdog import StuckWatchdog, screen_state
+from ..mqtt import Feedback
+from ..sampler import grey_thumb
 from ..sim import THEMES, TASK_KINDS, SimWorld
 from ..sim.scene import inside
 from .data import EVAL_RESOLUTIONS, HELD_OUT_FONTS, POINT_KINDS, crop_around
@@ -137,32 +146,91 @@ def crop_grounding(rt: Runtime, cases: list[dict], side_px: int | None = None) -
             "per_resolution": {k: _rate(*v) for k, v in sorted(by_res.items())}}
 
 
+class LoopMemory:
+    """The daemon's loop around a policy, on sim time: ``Pipeline``'s verifier and stuck watchdog, fed the
+    executor's feedback, each decision waiting for the last action's verdict (``loop.await_verdict``),
+    dead actions passed on as ``avoid`` and the watchdog's review applied to what is sent."""
+
+    def __init__(self, cfg: LoopConfig | None = None):
+        self.cfg = cfg or LoopConfig()
+        self.verifier = Verifier(self.cfg)
+        self.watchdog = StuckWatchdog(self.cfg, now=0.0)
+        self.seq = 0
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self.verifier.pending)
+
+    def avoid(self) -> frozenset:
+        return frozenset(sig for sig, n in self.watchdog.dead.items() if n >= self.cfg.avoid_after)
+
+    def see(self, image: np.ndarray, t: float) -> tuple[Frame, np.ndarray]:
+        thumb = grey_thumb(image)
+        frame = Frame(image=image, stream="eval", seq=self.seq, t_capture=t, wall_ts=t)
+        self.seq += 1
+        for v in self.verifier.observe(frame, now=t, thumb=thumb):
+            self.watchdog.on_verdict(v, now=t)
+        return frame, thumb
+
+    def send(self, frame: Frame, thumb: np.ndarray, action: Action, t: float) -> tuple[Action | None, str | None]:
+        """What the pipeline would send for the policy's ``action`` (None: nothing) and its message id."""
+        self.watchdog.on_state(screen_state(thumb))
+        sent, _ = self.watchdog.review(action, now=t)
+        if sent is None:
+            return None, None
+        msg = ActionMessage(**sent.fields(), seq=frame.seq, stream="eval", frame_ts=t, published_ts=t,
+                            deadline=t + 1.0, model="eval", latency_ms={})
+        self.verifier.track(frame, msg, now=t, thumb=thumb)
+        return sent, msg.id
+
+    def executed(self, action_id: str, status: str, t: float) -> None:
+        for v in self.verifier.feedback(Feedback(v=1, action_id=action_id, status=status, ts=t), now=t):
+            self.watchdog.on_verdict(v, now=t)
+
+
 def closed_loop(rt: Runtime, n_tasks: int, seed: int = 0, max_steps: int = 15, dt: float = 0.3,
                 resolutions=EVAL_RESOLUTIONS, stages: list | None = None,
-                on_step: Callable | None = None) -> dict:
-    """Held-out tasks (every kind in turn); ``on_step(world, action)`` sees every visited state (DAgger)."""
+                on_step: Callable | None = None, loop: LoopConfig | None = None,
+                kinds: tuple[str, ...] = TASK_KINDS) -> dict:
+    """Held-out tasks (every kind in turn); ``on_step(world, action)`` sees every visited state (DAgger).
+    ``loop``: run the policy inside the daemon's loop (``LoopMemory``); None: act on every frame, no memory."""
     rng = random.Random(f"edge-vla-eval:closed:{seed}")
     per_kind: dict = defaultdict(lambda: {"n": 0, "success": 0, "steps": 0, "sim_s": 0.0, "wall_s": 0.0})
     tot = {"n": 0, "success": 0, "steps": 0, "sim_s": 0.0, "wall_s": 0.0}
     for i in range(n_tasks):
         w, h = resolutions[i % len(resolutions)]
-        kind = TASK_KINDS[i % len(TASK_KINDS)]
+        kind = kinds[i % len(kinds)]
         world = SimWorld(seed=rng.randrange(1 << 29) * 2 + 1, width=w, height=h, theme=rng.choice(THEMES),
                          task=kind)
         _reset(rt)
+        memory = LoopMemory(loop) if loop is not None else None
         t0, steps = time.perf_counter(), 0
-        while steps < max_steps and not world.success:
+        # waiting for verdicts takes sim time, not steps; the verify window bounds each wait
+        for _ in range(max_steps * 16):
+            if steps >= max_steps or world.success:
+                break
             frame = np.ascontiguousarray(world.render())
+            if memory is not None:
+                seen, thumb = memory.see(frame, world.time)
+                if memory.waiting:
+                    world.advance(dt)
+                    continue
             if on_step is not None:
                 on_step(world, frame)
-            action, st = rt.infer(frame, world.instruction)
+            if memory is not None:
+                action, st = rt.infer(frame, world.instruction, memory.avoid())
+            else:
+                action, st = rt.infer(frame, world.instruction)
             if stages is not None:
                 stages.append(st)
             steps += 1
             if action.type == "done":
                 break
-            if action.type not in ("wait",):
-                world.execute(action)
+            sent, msg_id = (action, None) if memory is None else memory.send(seen, thumb, action, world.time)
+            if sent is not None and sent.type not in ("wait", "done"):
+                result = world.execute(sent)
+                if memory is not None and msg_id is not None:
+                    memory.executed(msg_id, result.status, world.time)
             world.advance(dt)
         wall = time.perf_counter() - t0
         for d in (per_kind[kind], tot):
@@ -177,7 +245,7 @@ def closed_loop(rt: Runtime, n_tasks: int, seed: int = 0, max_steps: int = 15, d
         return {"n": d["n"], "success": d["success"], "success_rate": d["success"] / n if d["n"] else None,
                 "mean_steps": d["steps"] / n, "mean_sim_s": d["sim_s"] / n, "mean_wall_s": d["wall_s"] / n}
 
-    return {**summary(tot), "max_steps": max_steps, "dt": dt,
+    return {**summary(tot), "max_steps": max_steps, "dt": dt, "loop_memory": loop is not None,
             "per_task": {k: summary(v) for k, v in sorted(per_kind.items())}}
 
 

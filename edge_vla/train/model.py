@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..export.student import EdgeVlaStudent, EdgeVlaStudentConfig
+from ..runtime.avoid import DeadAwareDecoder
 from ..runtime.grammar import ActionGrammar, ActionVocab
 from ..runtime.roi import RoiState
-from ..runtime.vlm import Tokenizer, image_start, prompt_ids, prompt_spec
+from ..runtime.vlm import Tokenizer, dead_tokens, image_start, prompt_ids, prompt_spec
 from .data import BYTES_TOKENIZER, CHARSET, Sample
 
 BOS, IMAGE_TOKEN, ACTION_START = 1, 3, 260  # bytes tokenizer ids 4..259 sit below the action block
@@ -305,6 +306,7 @@ class TorchRuntime:
         self.image_size = model.config.vision_config.image_size
         self.vocab = action_vocab()
         self.grammar = ActionGrammar(self.vocab)
+        self.search = DeadAwareDecoder(self.grammar)
         self.cfg = _Cfg(crop_scale)
         self.roi = RoiState(self) if roi else None
         self.prompt = prompt_layout(model)
@@ -312,35 +314,33 @@ class TorchRuntime:
         self.last: dict = {}
 
     @torch.no_grad()
-    def decode_view(self, pixels, instruction: str):
+    def decode_view(self, pixels, instruction: str, dead=None):
         import time
 
         t0 = time.perf_counter()
         views = pixels if isinstance(pixels, list) else [pixels]
         px = torch.from_numpy(np.concatenate(views)).float().to(self.device)
         prompt = prompt_ids(self.prompt, _TOKENIZER.encode(instruction), len(views))
-        tokens: list[int] = []
         was_training = self.model.training
         self.model.eval()
+
+        def step(tokens: list[int]) -> np.ndarray:
+            ids = torch.tensor([prompt + tokens], device=self.device)
+            h = hidden_states(self.model, ids, px)
+            return self.model.language_model.lm_head(h[0, -1]).float().cpu().numpy()
+
         try:
-            while not self.grammar.done(tokens):
-                f = self.grammar.forced(tokens)
-                if f is not None:
-                    tokens.append(f)
-                    continue
-                ids = torch.tensor([prompt + tokens], device=self.device)
-                h = hidden_states(self.model, ids, px)
-                logits = self.model.language_model.lm_head(h[0, -1]).float().cpu().numpy()
-                tokens.append(self.grammar.pick(logits, tokens))
+            tokens = self.search.decode(step([]), step, dead)
         finally:
             self.model.train(was_training)
         dt = (time.perf_counter() - t0) * 1e3
         return self.grammar.to_decoded(tokens), {"model": dt}
 
-    def infer(self, image: np.ndarray, instruction: str):
+    def infer(self, image: np.ndarray, instruction: str, avoid=frozenset()):
         if self.roi is not None:
-            return self.roi.infer(image, instruction)
+            return self.roi.infer(image, instruction, avoid)
         from ..actions import Action
 
-        decoded, st = self.decode_view(self._preprocess(image, self.image_size), instruction)
+        dead = dead_tokens(self.grammar, avoid)
+        decoded, st = self.decode_view(self._preprocess(image, self.image_size), instruction, dead)
         return (decoded.action or Action(type="wait")), st

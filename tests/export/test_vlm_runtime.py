@@ -8,7 +8,8 @@ import pytest
 pytest.importorskip("torch")  # the export extra; without it these tests skip
 pytest.importorskip("onnxscript")
 
-from edge_vla.actions import InvalidAction, validate_action
+from edge_vla.actions import InvalidAction, signature, validate_action
+from edge_vla.runtime.avoid import NEVER_DEAD
 from edge_vla.runtime.families import load_runtime
 from edge_vla.runtime.kv_eval import agreement
 from edge_vla.runtime.vlm import preprocess
@@ -106,3 +107,30 @@ def test_speculative_output_identical_to_greedy(exported, draft_seed):
         if draft_seed == 0:
             assert rate > 0.95
         assert spec.draft.totals["verify_calls"] > 0
+
+
+@pytest.mark.parametrize("focus", [False, True])
+def test_a_dead_action_is_steered_around_and_nothing_else_changes(exported, focus):
+    """The loop's dead actions (``avoid``) move the exported student to another valid action; with
+    nothing dead the decode is the plain greedy one (the search's cache branching leaves it intact)."""
+    rt = load_runtime(model_cfg(exported("student", focus=focus)))
+    rng = np.random.default_rng(7)
+    steered = 0
+    for _ in range(12):
+        img = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+        instr = " ".join(rng.choice(WORDS, 3))
+
+        def infer(avoid=frozenset()):
+            if rt.roi is not None:
+                rt.roi.box = None  # the same start for every call
+            return rt.infer(img, instr, avoid)[0]
+
+        first = infer()
+        if first.type in NEVER_DEAD:
+            continue
+        other = infer(frozenset({signature(first)}))
+        validate_action(other.fields())
+        assert signature(other) != signature(first)
+        assert infer() == first and infer(frozenset({("key", (None, None), "f13", None, None, None)})) == first
+        steered += 1
+    assert steered >= 3

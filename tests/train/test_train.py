@@ -12,7 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edge_vla.actions import Action, crop_to_frame, to_normalized, to_pixels  # noqa: E402
+from edge_vla.actions import Action, crop_to_frame, signature, to_normalized, to_pixels  # noqa: E402
+from edge_vla.config import LoopConfig  # noqa: E402
 from edge_vla.runtime.grammar import ActionGrammar  # noqa: E402
 from edge_vla.sim.scene import inside  # noqa: E402
 from edge_vla.train import evaluate as ev  # noqa: E402
@@ -317,6 +318,32 @@ def test_closed_loop_oracle_succeeds_and_idle_fails():
 
     idle = ev.closed_loop(Idle(), 3, seed=1, max_steps=3, resolutions=((1280, 720),))
     assert idle["success_rate"] == 0.0 and idle["mean_steps"] == 3
+
+
+def test_closed_loop_with_the_daemons_loop_memory_gets_past_a_dead_guess():
+    """A policy whose first guess is a dead spot (the header's corner): bare, it clicks there for ever;
+    inside the daemon's loop (real verifier + watchdog on sim time) the dead spot reaches it as ``avoid``
+    after one unchanged verdict, and it goes on with the oracle's action. (Tasks of one or two clicks:
+    each change clears the watchdog's memory, and this policy then wastes a step on the corner again.)"""
+    blank = Action(type="click", x=998, y=3)
+
+    class FirstGuessDead:
+        world = None
+        avoided: list = []
+
+        def infer(self, image, instruction, avoid=frozenset()):
+            self.avoided.append(signature(blank) in avoid)
+            if signature(blank) not in avoid:
+                return blank, {}
+            return vocab_action(self.world.oracle(), VOCAB) or Action(type="wait"), {}
+
+    g = FirstGuessDead()
+    kw = dict(seed=1, max_steps=15, resolutions=((1280, 720),), on_step=lambda w, f: setattr(g, "world", w),
+              kinds=("click_button", "checkbox", "dismiss_popup_then_buy", "wait_then_submit"))
+    bare = ev.closed_loop(g, 8, **kw)
+    assert bare["success_rate"] == 0.0 and not any(g.avoided) and not bare["loop_memory"]
+    looped = ev.closed_loop(g, 8, loop=LoopConfig(), **kw)
+    assert looped["success_rate"] == 1.0 and looped["loop_memory"] and any(g.avoided)
 
 
 def test_eval_tool_on_a_tiny_exported_bundle(tiny_bundle, tmp_path):

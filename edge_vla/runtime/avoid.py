@@ -1,0 +1,123 @@
+"""Avoiding dead actions: decode the model's best action that the loop has not found dead.
+
+The closed loop (``loop.verifier`` + ``loop.watchdog``) remembers actions that
+had no visible effect; their signatures (``actions.signature``) reach the policy
+as ``avoid``. A deterministic model shown the same screen answers with the same
+action, so without this it clicks a dead spot until the watchdog steps in with
+a generic Escape or scroll. Here the grammar-constrained decode skips any
+completion that is dead (for a click: in a dead click's signature cell), and
+when it had to skip, the best single deviation wins: at each choice of the
+greedy path the best token that differs (for a coordinate, by more than
+``BIN_SPREAD`` bins) is tried and decoding continues greedily; the candidate
+that gave up the least log-probability at its one deviation is returned.
+Nothing dead to avoid: plain greedy decoding, token for token, no extra model call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..actions import Action, signature
+from .grammar import ActionGrammar
+
+BIN_SPREAD = 5  # a coordinate deviation moves at least this many bins (one signature cell at 200 bins)
+NEVER_DEAD = frozenset({"wait", "done"})  # waiting is always allowed
+
+Step = Callable[[list[int]], np.ndarray]  # logits after the prompt and these action tokens
+
+
+def is_dead(action: Action, avoid: Iterable[tuple]) -> bool:
+    """``action`` is one the loop found dead (same signature: a click in the same cell)."""
+    return action.type not in NEVER_DEAD and signature(action) in avoid
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max()
+    return x - m - np.log(np.exp(x - m).sum())
+
+
+@dataclass
+class _Path:
+    tokens: list[int]
+    regret: float = 0.0  # log-probability given up against the greedy choice
+    choices: list[tuple[list[int], np.ndarray, np.ndarray, int]] = field(default_factory=list)
+    skipped: bool = False
+
+
+class DeadAwareDecoder:
+    """Grammar-constrained greedy decoding that steers around dead completions."""
+
+    def __init__(self, grammar: ActionGrammar):
+        self.g = grammar
+        self._bins = set(int(t) for t in grammar.allowed([grammar.v.type_id("click")]))
+
+    def decode(self, logits0: np.ndarray, step: Step, dead: Callable[[list[int]], bool] | None = None) -> list[int]:
+        cache: dict[tuple[int, ...], np.ndarray] = {(): logits0}
+
+        def logits(prefix: list[int]) -> np.ndarray:
+            key = tuple(prefix)
+            if key not in cache:
+                cache[key] = step(prefix)
+            return cache[key]
+
+        first = self._greedy([], 0.0, logits, dead)
+        if dead is None or (first is not None and not first.skipped):
+            return first.tokens  # type: ignore[union-attr]
+        candidates = [first] if first is not None else []
+        base = first if first is not None else self._greedy([], 0.0, logits, None)
+        for prefix, allowed, lp, chosen in base.choices:  # type: ignore[union-attr]
+            alt = self._runner_up(allowed, lp, chosen)
+            if alt is None:
+                continue
+            path = self._greedy(prefix + [int(allowed[alt])], float(lp.max() - lp[alt]), logits, dead)
+            if path is not None:
+                candidates.append(path)
+        if not candidates:
+            return base.tokens  # type: ignore[union-attr]  # everything is dead: the watchdog escalates
+        return min(candidates, key=lambda p: p.regret).tokens
+
+    def _runner_up(self, allowed: np.ndarray, lp: np.ndarray, chosen: int) -> int | None:
+        tok = int(allowed[chosen])
+        for i in np.argsort(-lp):
+            if i == chosen:
+                continue
+            other = int(allowed[i])
+            if tok in self._bins and other in self._bins and abs(other - tok) <= BIN_SPREAD:
+                continue
+            return int(i)
+        return None
+
+    def _greedy(self, prefix: list[int], regret: float, logits: Step,
+                dead: Callable[[list[int]], bool] | None) -> _Path | None:
+        g = self.g
+        path = _Path(list(prefix), regret)
+        self._force(path.tokens)
+        if dead is not None and g.done(path.tokens) and dead(path.tokens):
+            return None
+        while not g.done(path.tokens):
+            allowed = g.allowed(path.tokens)
+            lp = _log_softmax(logits(path.tokens)[allowed])
+            for i in np.argsort(-lp):
+                cand = path.tokens + [int(allowed[i])]
+                self._force(cand)
+                if dead is not None and g.done(cand) and dead(cand):
+                    continue
+                break
+            else:
+                return None
+            path.skipped |= bool(lp[i] < lp.max())
+            path.regret += float(lp.max() - lp[i])
+            path.choices.append((list(path.tokens), allowed, lp, int(i)))
+            path.tokens = cand
+        return path
+
+    def _force(self, tokens: list[int]) -> None:
+        while not self.g.done(tokens):
+            f = self.g.forced(tokens)
+            if f is None:
+                return
+            tokens.append(f)
