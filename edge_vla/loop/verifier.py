@@ -3,7 +3,12 @@
 For each action we keep a small grey thumbnail of the frame it was decided on.
 Later frames (from the moment the executor said ``executed``, or
 ``verify_delay_s`` after publishing when nobody reports back) are compared with
-it, around the action point and over the whole frame. The first frame that
+it, around the action point and over the whole frame. Typing and keys act where
+the last click was (the focused field), so that area is checked for them; an
+action with no place of its own (a scroll, a key) also counts as changed when
+much of any one area of that size changed (``region_fraction``: a list scrolled
+inside a large screen moves a few per cent of it, under ``global_fraction``,
+while a blinking caret moves one thumbnail pixel). The first frame that
 differs gives ``changed`` and the time the change appeared; none within
 ``verify_window_s`` gives ``unchanged``, or ``timeout`` when an executor is
 known on this stream but never confirmed the action.
@@ -23,6 +28,15 @@ from ..mqtt import Feedback
 from ..sampler import grey_thumb
 
 UNVERIFIED = frozenset({"wait", "done"})  # nothing is expected to change
+FOCUSED = frozenset({"type", "key"})  # act on the focused element: where the last click was
+
+
+def densest(mask: np.ndarray, kw: int, kh: int) -> float:
+    """The largest share of True in any kh x kw window of ``mask`` (a box filter over its integral image)."""
+    kh, kw = min(kh, mask.shape[0]), min(kw, mask.shape[1])
+    ii = np.pad(mask.astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = ii[kh:, kw:] - ii[:-kh, kw:] - ii[kh:, :-kw] + ii[:-kh, :-kw]
+    return float(sums.max()) / (kh * kw)
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,7 @@ class _Pending:
     msg: ActionMessage
     ref: np.ndarray
     t_sent: float
+    anchor: tuple[int, int] | None = None  # where its effect should show (0..1000)
     t_executed: float | None = None
     status: str | None = None  # executor feedback, when any
 
@@ -53,13 +68,19 @@ class Verifier:
         self.pending: dict[str, _Pending] = {}
         self.executor_seen = False  # once feedback arrives on this stream, wait for it
         self.counts = {"changed": 0, "unchanged": 0, "timeout": 0}
+        self.last_point: tuple[int, int] | None = None  # the last click: where typing and keys land
 
     def track(self, frame: Frame, msg: ActionMessage, now: float | None = None,
               thumb: np.ndarray | None = None) -> None:
         if msg.type in UNVERIFIED:
             return
         ref = grey_thumb(frame.image) if thumb is None else thumb
-        self.pending[msg.id] = _Pending(msg, ref, time.monotonic() if now is None else now)
+        anchor = None
+        if msg.x is not None and msg.y is not None:
+            anchor = self.last_point = (msg.x, msg.y)
+        elif msg.type in FOCUSED:
+            anchor = self.last_point
+        self.pending[msg.id] = _Pending(msg, ref, time.monotonic() if now is None else now, anchor)
 
     def feedback(self, fb: Feedback, now: float | None = None) -> list[Verdict]:
         self.executor_seen = True
@@ -97,16 +118,18 @@ class Verifier:
             return True, 1.0  # the resolution changed: something certainly happened
         diff = np.abs(thumb - p.ref) > self.cfg.pixel_threshold
         global_fraction = float(diff.mean())
-        m = p.msg
-        if m.x is not None and m.y is not None:
-            h, w = diff.shape
-            r = self.cfg.local_radius
-            x0, x1 = int((m.x - r) * w / NORM), int(np.ceil((m.x + r) * w / NORM))
-            y0, y1 = int((m.y - r) * h / NORM), int(np.ceil((m.y + r) * h / NORM))
+        h, w = diff.shape
+        r = self.cfg.local_radius
+        if p.anchor is not None:
+            x0, x1 = int((p.anchor[0] - r) * w / NORM), int(np.ceil((p.anchor[0] + r) * w / NORM))
+            y0, y1 = int((p.anchor[1] - r) * h / NORM), int(np.ceil((p.anchor[1] + r) * h / NORM))
             local = diff[max(0, y0):max(1, y1), max(0, x0):max(1, x1)]
             local_fraction = float(local.mean()) if local.size else 0.0
             if local_fraction > self.cfg.local_fraction:
                 return True, global_fraction
+        if p.msg.x is None and densest(diff, max(1, round(2 * r * w / NORM)), max(1, round(2 * r * h / NORM))) \
+                > self.cfg.region_fraction:
+            return True, global_fraction
         return global_fraction > self.cfg.global_fraction, global_fraction
 
     def _close(self, p: _Pending, result: str, fraction: float, latency_ms: float) -> Verdict:

@@ -60,6 +60,33 @@ def test_big_change_anywhere_is_changed():
     assert out[0].result == "changed" and out[0].changed_fraction > 0.9
 
 
+def test_scroll_inside_a_list_and_typing_into_the_clicked_field_are_seen():
+    """Actions with no point of their own: a list that scrolled (a few per cent of the screen) and text
+    typed where the last click was are changes; a caret-sized blink is not."""
+    v = Verifier(LoopConfig(verify_delay_s=0.0, verify_window_s=0.5))
+    t0 = time.monotonic()
+    listed = blank()
+    listed[100:160, 40:140:2] = 0  # striped rows of a list
+    v.track(frame(listed, t0), msg(type_="scroll", dx=0, dy=200), now=t0)
+    scrolled = blank()
+    scrolled[110:170, 40:140:2] = 0
+    changed = np.abs(grey_thumb(scrolled) - grey_thumb(listed)) > 0.08
+    assert changed.mean() < LoopConfig().global_fraction  # too small for the whole-frame test alone
+    assert [x.result for x in v.observe(frame(scrolled, t0 + 0.1), now=t0 + 0.1)] == ["changed"]
+
+    v.track(frame(blank(), t0), msg(x=250, y=750), now=t0)  # click a field at (160, 270) px
+    v.observe(frame(blank(), t0 + 0.6), now=t0 + 0.6)
+    v.track(frame(blank(), t0 + 1), msg(type_="type", text="hi"), now=t0 + 1)
+    typed = blank()
+    typed[262:276, 150:172] = 0  # the text in that field
+    assert [x.result for x in v.observe(frame(typed, t0 + 1.1), now=t0 + 1.1)] == ["changed"]
+    v.track(frame(blank(), t0 + 2), msg(type_="key", key="Enter"), now=t0 + 2)
+    caret = blank()
+    caret[20:30, 600:602] = 0
+    assert v.observe(frame(caret, t0 + 2.1), now=t0 + 2.1) == []
+    assert [x.result for x in v.observe(frame(caret, t0 + 2.6), now=t0 + 2.6)] == ["unchanged"]
+
+
 def test_executor_feedback_drives_the_verdict():
     v = Verifier(LoopConfig(verify_window_s=0.5))
     t0 = time.monotonic()
