@@ -95,7 +95,7 @@ class DeadAwareDecoder:
                 dead: Callable[[list[int]], bool] | None) -> _Path | None:
         g = self.g
         path = _Path(list(prefix), regret)
-        self._force(path.tokens)
+        g.append_forced(path.tokens)
         if dead is not None and g.done(path.tokens) and dead(path.tokens):
             return None
         while not g.done(path.tokens):
@@ -103,7 +103,7 @@ class DeadAwareDecoder:
             lp = _log_softmax(logits(path.tokens)[allowed])
             for i in np.argsort(-lp):
                 cand = path.tokens + [int(allowed[i])]
-                self._force(cand)
+                g.append_forced(cand)
                 if dead is not None and g.done(cand) and dead(cand):
                     continue
                 break
@@ -114,10 +114,3 @@ class DeadAwareDecoder:
             path.choices.append((list(path.tokens), allowed, lp, int(i)))
             path.tokens = cand
         return path
-
-    def _force(self, tokens: list[int]) -> None:
-        while not self.g.done(tokens):
-            f = self.g.forced(tokens)
-            if f is None:
-                return
-            tokens.append(f)

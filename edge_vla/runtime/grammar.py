@@ -221,6 +221,14 @@ class ActionGrammar:
         allowed = self.allowed(prefix)
         return int(allowed[0]) if allowed.size == 1 else None
 
+    def append_forced(self, tokens: list[int]) -> None:
+        """Append to ``tokens`` (in place) every token that is forced after them."""
+        while not self.done(tokens):
+            f = self.forced(tokens)
+            if f is None:
+                return
+            tokens.append(f)
+
     def to_decoded(self, tokens: list[int]) -> Decoded:
         """Map a complete token sequence to an Action (validated) or a focus box."""
         if not self.done(tokens):

@@ -63,7 +63,7 @@ class Speculator:
         s = {"proposed": 0, "accepted": 0, "verify_calls": 0, "draft_calls": 0}
         while True:
             tokens.append(g.pick(nxt, tokens))
-            self._forced(tokens)
+            self.grammar.append_forced(tokens)
             if g.done(tokens):
                 break
             t_fed = t_cache.length - t_base
@@ -78,7 +78,7 @@ class Speculator:
                 prop.append(p)
                 seq.append(p)
                 n0 = len(seq)
-                self._forced(seq)
+                self.grammar.append_forced(seq)
                 prop.extend(seq[n0:])
             # target verifies all proposals in one call
             feed = tokens[t_fed:] + prop
@@ -106,14 +106,6 @@ class Speculator:
         if stats is not None:
             stats.update(s, tokens=len(tokens))
         return g.to_decoded(tokens)
-
-    def _forced(self, seq: list[int]) -> None:
-        while not self.grammar.done(seq):
-            f = self.grammar.forced(seq)
-            if f is None:
-                return
-            seq.append(f)
-
     @property
     def acceptance_rate(self) -> float:
         return self.totals["accepted"] / max(1, self.totals["proposed"])
