@@ -185,7 +185,7 @@ class LoopConfig(_Section):
     global_fraction: float = Field(0.05, gt=0, le=1, description="changed share of the whole frame that means 'changed'")
     region_fraction: float = Field(0.1, gt=0, le=1, description="an action with no point (scroll, key): changed share "
                                    "of the most changed area of the local size that means 'changed'")
-    avoid_after: int = Field(1, ge=1, le=50, description="same action with no effect this often: the model "
+    avoid_after: int = Field(2, ge=1, le=50, description="same action with no effect this often: the model "
                              "takes its next-best action instead (runtime.avoid)")
     max_repeats: int = Field(2, ge=1, le=50, description="same action with no effect this often: try something else")
     alternatives: list[str] = Field(default_factory=lambda: ["key:Escape", "scroll:0:300"],

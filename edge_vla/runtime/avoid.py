@@ -67,18 +67,21 @@ class DeadAwareDecoder:
         first = self._greedy([], 0.0, logits, dead)
         if dead is None or (first is not None and not first.skipped):
             return first.tokens  # type: ignore[union-attr]
-        candidates = [first] if first is not None else []
+        best = first
         base = first if first is not None else self._greedy([], 0.0, logits, None)
+        branches = []
         for prefix, allowed, lp, chosen in base.choices:  # type: ignore[union-attr]
             alt = self._runner_up(allowed, lp, chosen)
-            if alt is None:
-                continue
-            path = self._greedy(prefix + [int(allowed[alt])], float(lp.max() - lp[alt]), logits, dead)
-            if path is not None:
-                candidates.append(path)
-        if not candidates:
-            return base.tokens  # type: ignore[union-attr]  # everything is dead: the watchdog escalates
-        return min(candidates, key=lambda p: p.regret).tokens
+            if alt is not None:
+                branches.append((float(lp.max() - lp[alt]), prefix + [int(allowed[alt])]))
+        # regret only grows along a path: a branch that already gives up more than the best is skipped
+        for regret, prefix in sorted(branches, key=lambda b: b[0]):
+            if best is not None and regret >= best.regret:
+                break
+            path = self._greedy(prefix, regret, logits, dead)
+            if path is not None and (best is None or path.regret < best.regret):
+                best = path
+        return (best or base).tokens  # type: ignore[union-attr]  # all dead: the watchdog escalates
 
     def _runner_up(self, allowed: np.ndarray, lp: np.ndarray, chosen: int) -> int | None:
         tok = int(allowed[chosen])

@@ -67,7 +67,7 @@ class RoiState:
         for _ in range(3):
             views = [full] if self.box is None else [full, crop_view(image, self.box, s)]
             box = self.box
-            dead = dead_tokens(rt.grammar, avoid, None if box is None else (lambda a: map_action(a, box)))
+            dead = dead_tokens(rt.grammar, avoid, None if box is None else (lambda x, y: crop_to_frame(x, y, box)))
             decoded, st = rt.decode_view(views, instruction, dead)
             for k, v in st.items():
                 stages[k] = stages.get(k, 0.0) + v
