@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..actions import Action, signature
+from ..actions import SIGNATURE_CELL, Action, signature
 from .grammar import ActionGrammar
 
 BIN_SPREAD = 5  # a coordinate deviation moves at least this many bins (one signature cell at 200 bins)
@@ -32,6 +32,36 @@ Step = Callable[[list[int]], np.ndarray]  # logits after the prompt and these ac
 def is_dead(action: Action, avoid: Iterable[tuple]) -> bool:
     """``action`` is one the loop found dead (same signature: a click in the same cell)."""
     return action.type not in NEVER_DEAD and signature(action) in avoid
+
+
+def dead_tokens(grammar: ActionGrammar, avoid: Iterable[tuple],
+                to_frame: Callable[[int, int], tuple[int, int]] | None = None) -> Callable[[list[int]], bool] | None:
+    """The decode-time test for ``avoid``: does this complete token sequence (an action in the view's
+    coordinates, ``to_frame`` maps a point to the frame's) land on a dead action? None: nothing to avoid."""
+    avoid = frozenset(avoid)
+    if not avoid:
+        return None
+
+    v = grammar.v
+    clicks = {v.type_id(t): t for t in v.types if t in ("click", "double_click", "right_click")}
+    bin0 = v.bin_id(0)
+
+    def dead(tokens: list[int]) -> bool:
+        kind = clicks.get(tokens[0])
+        if kind is not None:  # most candidates: a click; its signature without building an Action
+            x, y = v.bin_centre(tokens[1] - bin0), v.bin_centre(tokens[2] - bin0)
+            if to_frame is not None:
+                x, y = to_frame(x, y)
+            return (kind, (x // SIGNATURE_CELL, y // SIGNATURE_CELL), None, None, None, None) in avoid
+        action = grammar.to_decoded(tokens).action
+        if action is None:  # a focus box only moves the view
+            return False
+        if to_frame is not None and action.x is not None and action.y is not None:  # a drag's start
+            x, y = to_frame(action.x, action.y)
+            action = action.model_copy(update={"x": x, "y": y})
+        return is_dead(action, avoid)
+
+    return dead
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 
 from ..actions import NORM, POINT_TYPES, Action, crop_to_frame
-from .vlm import dead_tokens, preprocess
+from .avoid import dead_tokens
+from .vlm import preprocess
 
 
 def crop_box(focus: tuple[int, int, int, int], width: int, height: int, scale: float) -> tuple[int, int, int, int]:

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..actions import SIGNATURE_CELL, Action
+from ..actions import Action
 from ..config import ModelConfig
-from .avoid import DeadAwareDecoder, is_dead
+from .avoid import DeadAwareDecoder, dead_tokens
 from .bundle import Bundle, BundleError
 from .grammar import ActionGrammar, ActionVocab, Decoded
 from .kv import KVCache
@@ -120,36 +120,6 @@ def prompt_ids(prompt: dict, instruction_ids, views: int = 1) -> list[int]:
 def image_start(prompt: dict, n_instruction: int) -> int:
     """Index of the first image token in ``prompt_ids``."""
     return len(prompt["prefix"]) + (n_instruction if prompt.get("text_first") else 0)
-
-
-def dead_tokens(grammar: ActionGrammar, avoid: Iterable[tuple],
-                to_frame: Callable[[int, int], tuple[int, int]] | None = None) -> Callable[[list[int]], bool] | None:
-    """The decode-time test for ``avoid``: does this complete token sequence (an action in the view's
-    coordinates, ``to_frame`` maps a point to the frame's) land on a dead action? None: nothing to avoid."""
-    avoid = frozenset(avoid)
-    if not avoid:
-        return None
-
-    v = grammar.v
-    clicks = {v.type_id(t): t for t in v.types if t in ("click", "double_click", "right_click")}
-    bin0 = v.bin_id(0)
-
-    def dead(tokens: list[int]) -> bool:
-        kind = clicks.get(tokens[0])
-        if kind is not None:  # most candidates: a click; its signature without building an Action
-            x, y = v.bin_centre(tokens[1] - bin0), v.bin_centre(tokens[2] - bin0)
-            if to_frame is not None:
-                x, y = to_frame(x, y)
-            return (kind, (x // SIGNATURE_CELL, y // SIGNATURE_CELL), None, None, None, None) in avoid
-        action = grammar.to_decoded(tokens).action
-        if action is None:  # a focus box only moves the view
-            return False
-        if to_frame is not None and action.x is not None and action.y is not None:  # a drag's start
-            x, y = to_frame(action.x, action.y)
-            action = action.model_copy(update={"x": x, "y": y})
-        return is_dead(action, avoid)
-
-    return dead
 
 
 class CachedSteps:

@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..export.student import EdgeVlaStudent, EdgeVlaStudentConfig
-from ..runtime.avoid import DeadAwareDecoder
+from ..runtime.avoid import DeadAwareDecoder, dead_tokens
 from ..runtime.grammar import ActionGrammar, ActionVocab
 from ..runtime.roi import RoiState
-from ..runtime.vlm import Tokenizer, dead_tokens, image_start, prompt_ids, prompt_spec
+from ..runtime.vlm import Tokenizer, image_start, prompt_ids, prompt_spec
 from .data import BYTES_TOKENIZER, CHARSET, Sample
 
 BOS, IMAGE_TOKEN, ACTION_START = 1, 3, 260  # bytes tokenizer ids 4..259 sit below the action block
