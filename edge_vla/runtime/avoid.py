@@ -75,7 +75,6 @@ class _Path:
     tokens: list[int]
     regret: float = 0.0  # log-probability given up against the greedy choice
     choices: list[tuple[list[int], np.ndarray, np.ndarray, int]] = field(default_factory=list)
-    skipped: bool = False
 
 
 class DeadAwareDecoder:
@@ -94,9 +93,15 @@ class DeadAwareDecoder:
                 cache[key] = step(prefix)
             return cache[key]
 
+        if dead is None:  # the frame -> action hot path: plain greedy, no scores kept
+            tokens: list[int] = []
+            while not self.g.done(tokens):
+                tokens.append(self.g.pick(logits(tokens), tokens))
+                self.g.append_forced(tokens)
+            return tokens
         first = self._greedy([], 0.0, logits, dead)
-        if dead is None or (first is not None and not first.skipped):
-            return first.tokens  # type: ignore[union-attr]
+        if first is not None and first.regret == 0.0:  # nothing had to be skipped
+            return first.tokens
         best = first
         base = first if first is not None else self._greedy([], 0.0, logits, None)
         branches = []
@@ -142,7 +147,6 @@ class DeadAwareDecoder:
                 break
             else:
                 return None
-            path.skipped |= bool(lp[i] < lp.max())
             path.regret += float(lp.max() - lp[i])
             path.choices.append((list(path.tokens), allowed, lp, int(i)))
             path.tokens = cand
