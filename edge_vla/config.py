@@ -105,6 +105,9 @@ class ModelConfig(_Section):
         "auto", description="region of interest: 'focus' encodes a low-res full view + a high-res crop; "
                             "'auto': focus when the bundle's action vocabulary has FOCUS (trained for it)")
     roi_crop_scale: float = Field(0.35, gt=0.05, le=1.0, description="crop side as a fraction of the frame's short side")
+    type_text: Literal["instruction", "free"] = Field(
+        "instruction", description="what a TYPE action may write: 'instruction': a span of the instruction "
+                                   "(the model picks which), 'free': any text the action vocabulary can spell")
 
 
 class PolicyConfig(_Section):

@@ -12,7 +12,7 @@ and the grammar, per action type, is
     drag:                            TYPE X Y X2 Y2 END
     scroll:                          TYPE DIR END
     key:                             TYPE KEY END
-    type:                            TYPE CHAR{1..max_text} END
+    type:                            TYPE CHAR{1..max_text} END    (``copying``: a span of the instruction)
     wait/reset/done:                 TYPE END
     FOCUS (region of interest):      FOCUS X0 Y0 X1 Y1 END   with X1 >= X0, Y1 >= Y0
 
@@ -33,6 +33,7 @@ so the full-frame resolution there is finer still.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,6 +172,27 @@ class ActionGrammar:
         self._kind_of = {vocab.type_id(t): t for t in vocab.types}
         if vocab.focus:
             self._kind_of[vocab.focus_id] = FOCUS
+        self._source: str | None = None
+
+    def copying(self, source: str) -> "ActionGrammar":
+        """This grammar with a TYPE's text restricted to a span of ``source`` (the instruction, in its own
+        case): the model still chooses which span and where it ends, but can never type a character the
+        instruction does not hold there. A small student reads a lowercased instruction and copies poorly;
+        a field on a robot's screen must not receive invented text. No typable character: no TYPE."""
+        g = copy.copy(self)
+        g._source = source
+        if not any(c in self.v.text_chars for c in source) and "type" in self.v.types:
+            g._types = self._types[self._types != self.v.type_id("type")]
+        return g
+
+    def _span_next(self, body: list[int]) -> np.ndarray:
+        """Characters that continue ``body`` (the text typed so far) along some span of the source."""
+        v, src = self.v, self._source or ""
+        typed = "".join(v.text_chars[t - self._text[0]] for t in body)
+        k = len(typed)
+        nxt = {src[i + k] for i in range(len(src) - k) if src.startswith(typed, i)}
+        ids = sorted(v.char_id(c) for c in nxt if c in v.text_chars)
+        return np.array(ids + ([v.end_id] if k else []), dtype=np.int64)
 
     def allowed(self, prefix: list[int]) -> np.ndarray:
         """Token ids allowed after ``prefix`` (empty once the action is complete)."""
@@ -196,9 +218,11 @@ class ActionGrammar:
         if kind == "key":
             return self._keys if n < 1 else self._end
         if kind == "type":
-            if n == 0:
-                return self._text
-            return self._text_or_end if n < self.v.max_text else self._end
+            if n >= self.v.max_text:
+                return self._end
+            if self._source is not None:
+                return self._span_next(prefix[1:])
+            return self._text if n == 0 else self._text_or_end
         return self._end  # wait, reset, done
 
     def done(self, prefix: list[int]) -> bool:

@@ -50,8 +50,8 @@ class Speculator:
         self.totals = {"proposed": 0, "accepted": 0, "verify_calls": 0, "draft_calls": 0}
 
     def decode(self, pixels: np.ndarray, instr: list[int], t_cache: KVCache, t_logits: np.ndarray,
-               stats: dict | None = None) -> Decoded:
-        g, d = self.grammar, self.draft
+               stats: dict | None = None, grammar: ActionGrammar | None = None) -> Decoded:
+        g, d = grammar or self.grammar, self.draft
         if pixels.shape[-1] != self.size:
             pixels = preprocess((pixels[0].transpose(1, 2, 0) * 255).round().astype(np.uint8), self.size)
         d_cache = KVCache(self.codec, d.layers, d.kv_heads, d.head_dim)
@@ -63,7 +63,7 @@ class Speculator:
         s = {"proposed": 0, "accepted": 0, "verify_calls": 0, "draft_calls": 0}
         while True:
             tokens.append(g.pick(nxt, tokens))
-            self.grammar.append_forced(tokens)
+            g.append_forced(tokens)
             if g.done(tokens):
                 break
             t_fed = t_cache.length - t_base
@@ -78,7 +78,7 @@ class Speculator:
                 prop.append(p)
                 seq.append(p)
                 n0 = len(seq)
-                self.grammar.append_forced(seq)
+                g.append_forced(seq)
                 prop.extend(seq[n0:])
             # target verifies all proposals in one call
             feed = tokens[t_fed:] + prop

@@ -146,12 +146,11 @@ class CachedSteps:
 
 
 def constrained_decode(engine: Engine, grammar: ActionGrammar, cache: KVCache, logits: np.ndarray,
-                       stats: dict | None = None, dead: Callable[[list[int]], bool] | None = None,
-                       search: DeadAwareDecoder | None = None) -> Decoded:
+                       stats: dict | None = None, dead: Callable[[list[int]], bool] | None = None) -> Decoded:
     """Greedy decoding under the grammar, steering around ``dead`` completions (``runtime.avoid``); forced
     tokens go to the model with the next chosen one, without a call of their own."""
     steps = CachedSteps(engine, cache)
-    tokens = (search or DeadAwareDecoder(grammar)).decode(logits, steps, dead)
+    tokens = DeadAwareDecoder(grammar).decode(logits, steps, dead)
     if stats is not None:
         forced = sum(grammar.forced(tokens[:i]) is not None for i in range(len(tokens)))
         stats.update(decode_calls=steps.calls, forced_tokens=forced, tokens=len(tokens))
@@ -203,7 +202,7 @@ class VLMRuntime:
         self.tokenizer = Tokenizer(m.tokenizer, bundle.path)
         self.vocab = ActionVocab.from_dict(m.action_vocab)
         self.grammar = ActionGrammar(self.vocab)
-        self.search = DeadAwareDecoder(self.grammar)
+        self.copy_text = getattr(cfg, "type_text", "instruction") == "instruction"
         self.codec = getattr(cfg, "kv_cache", None) or (m.kv_cache if m.kv_cache != "none" else "fp16")
         providers = providers_for(cfg, bundle)
         check_engine(bundle, providers)  # refuses an engine built for another TensorRT or GPU
@@ -239,6 +238,10 @@ class VLMRuntime:
             return Action(type="wait"), stages
         return decoded.action, stages
 
+    def grammar_for(self, instruction: str) -> ActionGrammar:
+        """The decode grammar for one instruction (``model.type_text``)."""
+        return self.grammar.copying(instruction) if self.copy_text else self.grammar
+
     def decode_view(self, pixels: np.ndarray | list[np.ndarray], instruction: str,
                     dead: Callable[[list[int]], bool] | None = None) -> tuple[Decoded, dict[str, float]]:
         """Encode one view (or several, their tokens concatenated), prefill, constrained decode (steering
@@ -253,10 +256,11 @@ class VLMRuntime:
         logits = self.engine.step(embeds, cache)[-1]
         t2 = time.perf_counter()
         stats: dict = {}
+        grammar = self.grammar_for(instruction)
         if self.draft is not None and dead is None:
-            decoded = self.draft.decode(views[0], instr, cache, logits, stats)
+            decoded = self.draft.decode(views[0], instr, cache, logits, stats, grammar)
         else:
-            decoded = constrained_decode(self.engine, self.grammar, cache, logits, stats, dead, self.search)
+            decoded = constrained_decode(self.engine, grammar, cache, logits, stats, dead)
         t3 = time.perf_counter()
         self.last = {**stats, "prompt_tokens": embeds.shape[1], "kv_bytes": cache.nbytes()}
         return decoded, {"vision": (t1 - t0) * 1e3, "prefill": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}

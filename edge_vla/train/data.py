@@ -60,6 +60,8 @@ TRAIN_FONTS = tuple(f for f in FONTS if f not in HELD_OUT_FONTS)
 # (measured over 400 states), which both starved the point labels and taught the student to stop at once.
 # Keep this share of finished histories; the rest step back to the state before the last action.
 DONE_KEEP = 0.25
+# a point action right after a click: share of crop samples cut where the runtime's crop still is
+AFTER_CLICK_CROP = 0.5
 
 
 @dataclass
@@ -154,6 +156,15 @@ def replay(spec: dict, history: list) -> SimWorld:
         if dt:
             w.advance(float(dt))
     return w
+
+
+def last_click(history: list) -> tuple[int, int] | None:
+    """The point of the last action in ``history`` when it was a click (the runtime's crop is still
+    around it; any other action ends the crop); None otherwise."""
+    acts = [a for _, a in history if a is not None]
+    if acts and acts[-1].get("type") in POINT_KINDS:
+        return acts[-1]["x"], acts[-1]["y"]
+    return None
 
 
 def random_history(world: SimWorld, rng: random.Random, vocab: ActionVocab, cur: dict) -> list:
@@ -271,9 +282,11 @@ def focus_box_for(box_n, rng: random.Random | None) -> tuple[float, float, float
 
 def make_samples(frame: np.ndarray, instruction: str, action: Action, box_px, *, grammar: ActionGrammar,
                  image_size: int, grid: int, rng: random.Random, cur: dict, stages: tuple[str, ...],
-                 meta: dict | None = None, texts: list[tuple[str, tuple]] | None = None) -> list[Sample]:
+                 meta: dict | None = None, texts: list[tuple[str, tuple]] | None = None,
+                 after: tuple[int, int] | None = None) -> list[Sample]:
     """Samples of one labelled state. ``action`` is full-frame; ``box_px`` the target's pixel box (clicks);
-    ``texts`` the (label, pixel box) of what is written on screen (``readable``), for ``cell_chars``."""
+    ``texts`` the (label, pixel box) of what is written on screen (``readable``), for ``cell_chars``;
+    ``after``: the full-frame point of the last action when it was a click (``last_click``)."""
     h, w = frame.shape[:2]
 
     def reading(*views: tuple) -> np.ndarray | None:
@@ -307,14 +320,20 @@ def make_samples(frame: np.ndarray, instruction: str, action: Action, box_px, *,
             side = min(w, h) * rng.uniform(0.2, 0.5)
         else:
             side = image_size * rng.uniform(*cur["crop_side"])
+        if after is not None and (not is_point or rng.random() < AFTER_CLICK_CROP):
+            # the runtime keeps its crop where it last clicked: a focused field to type into, a
+            # checkbox just ticked with Submit elsewhere (then the answer is a new FOCUS)
+            crop = crop_around(*to_pixels(after[0], after[1], w, h), side, w, h, rng)
+        elif is_point:
+            cx_px, cy_px = (box_px[0] + box_px[2] - 1) / 2, (box_px[1] + box_px[3] - 1) / 2
+            crop = crop_around(cx_px, cy_px, side, w, h, rng, contain=rng.random() < 0.88)
+        else:
+            crop = crop_around(w / 2, h / 2, side, w, h, rng, contain=False)
         if is_point:
             cx_px, cy_px = (box_px[0] + box_px[2] - 1) / 2, (box_px[1] + box_px[3] - 1) / 2
-            contain = rng.random() < 0.88
-            crop = crop_around(cx_px, cy_px, side, w, h, rng, contain=contain)
             nx, ny = to_normalized(cx_px, cy_px, w, h)
             inside = crop[0] <= nx <= crop[2] and crop[1] <= ny <= crop[3] and _box_in_crop(box_n, crop)
         else:
-            crop = crop_around(w / 2, h / 2, side, w, h, rng, contain=False)
             inside = False
         views = np.stack([_u8(full), _u8(crop_view(frame, crop, image_size))])
         m["crop"] = list(crop)
@@ -386,7 +405,7 @@ class Stream:
         meta = {"index": i, "spec": spec, "history": hist, "theme": spec["theme"], "kind": spec["task"]}
         return make_samples(frame, instr, action, box, grammar=self.grammar, image_size=self.image_size,
                             grid=self.grid, rng=rng, cur=cur, stages=stages, meta=meta,
-                            texts=readable(world.elements))
+                            texts=readable(world.elements), after=last_click(hist))
 
 
 def state_samples(args) -> list[Sample]:

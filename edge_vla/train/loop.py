@@ -30,7 +30,8 @@ import torch
 from ..actions import Action
 from ..export.student import EdgeVlaStudent
 from ..sim.defects import compress
-from .data import Curriculum, Sample, Stream, make_samples, readable, replay, state_samples, world_spec
+from .data import (Curriculum, Sample, Stream, last_click, make_samples, readable, replay, state_samples,
+                   world_spec)
 from .evaluate import crop_grounding, grounding, grounding_cases
 from .model import (PointerHead, TorchRuntime, action_vocab, batch_loss, build_student, collate, grid_size,
                     init_from, prompt_layout)
@@ -198,7 +199,8 @@ class Trainer:
         stages = tuple(rng.choice(("crop", "global")) for _ in range(self.cfg.samples_per_state))
         return make_samples(frame, world.instruction, action, box, grammar=self.stream.grammar,
                             image_size=self.image_size, grid=self.grid, rng=rng, cur=cur, stages=stages,
-                            meta={"dagger": True, "spec": rec["spec"]}, texts=readable(world.elements))
+                            meta={"dagger": True, "spec": rec["spec"]}, texts=readable(world.elements),
+                            after=last_click(rec["history"]))
 
     # ------------------------------------------------------------------ optimisation
     def lr_at(self, step: int) -> float:

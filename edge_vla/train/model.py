@@ -306,7 +306,6 @@ class TorchRuntime:
         self.image_size = model.config.vision_config.image_size
         self.vocab = action_vocab()
         self.grammar = ActionGrammar(self.vocab)
-        self.search = DeadAwareDecoder(self.grammar)
         self.cfg = _Cfg(crop_scale)
         self.roi = RoiState(self) if roi else None
         self.prompt = prompt_layout(model)
@@ -330,11 +329,12 @@ class TorchRuntime:
             return self.model.language_model.lm_head(h[0, -1]).float().cpu().numpy()
 
         try:
-            tokens = self.search.decode(step([]), step, dead)
+            grammar = self.grammar.copying(instruction)  # as the runtime's default (model.type_text)
+            tokens = DeadAwareDecoder(grammar).decode(step([]), step, dead)
         finally:
             self.model.train(was_training)
         dt = (time.perf_counter() - t0) * 1e3
-        return self.grammar.to_decoded(tokens), {"model": dt}
+        return grammar.to_decoded(tokens), {"model": dt}
 
     def infer(self, image: np.ndarray, instruction: str, avoid=frozenset()):
         if self.roi is not None:

@@ -12,7 +12,7 @@ from edge_vla.actions import InvalidAction, signature, validate_action
 from edge_vla.runtime.avoid import NEVER_DEAD
 from edge_vla.runtime.families import load_runtime
 from edge_vla.runtime.kv_eval import agreement
-from edge_vla.runtime.vlm import preprocess
+from edge_vla.runtime.vlm import CachedSteps, preprocess
 
 from .conftest import model_cfg
 
@@ -134,3 +134,30 @@ def test_a_dead_action_is_steered_around_and_nothing_else_changes(exported, focu
         assert infer() == first and infer(frozenset({("key", (None, None), "f13", None, None, None)})) == first
         steered += 1
     assert steered >= 3
+
+
+@pytest.mark.parametrize("type_text", ["instruction", "free"])
+def test_typed_text_is_a_span_of_the_instruction(exported, type_text):
+    """model.type_text: by default a TYPE writes only a span of the instruction (in its own case); 'free'
+    lets the random student spell whatever it likes, which shows the constraint is what keeps it there."""
+    rt = load_runtime(model_cfg(exported("student"), roi="off", type_text=type_text))
+    tid = rt.vocab.type_id("type")
+    rng = np.random.default_rng(7)
+    spans = 0
+    for _ in range(40):
+        img = rng.integers(0, 256, (72, 128, 3), dtype=np.uint8)
+        instr = f"Fill Name with \"{rng.choice(WORDS)}\" and click {rng.choice(WORDS).upper()}"
+        embeds = rt.engine.prompt_embeds(rt.prompt, rt.engine.encode(preprocess(img, rt.image_size)),
+                                         rt.tokenizer.encode(instr))
+        cache = rt.engine.new_cache()
+        rt.engine.step(embeds, cache)  # prefill
+        step = CachedSteps(rt.engine, cache)
+        g, tokens = rt.grammar_for(instr), [tid]  # a TYPE, whatever the random model would start with
+        while not g.done(tokens):
+            tokens.append(g.pick(step(tokens), tokens))
+        text = g.to_decoded(tokens).action.text
+        assert text
+        spans += text in instr
+    assert spans == 40 if type_text == "instruction" else spans < 40
+    if type_text == "instruction":
+        assert tid not in rt.grammar_for("\u00e9\u00e9").allowed([])  # nothing typable: no TYPE at all

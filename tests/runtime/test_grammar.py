@@ -77,3 +77,30 @@ def test_bins_cover_the_frame():
     centres = [VOCAB.bin_centre(i) for i in range(VOCAB.bins)]
     assert centres[0] <= 3 and centres[-1] >= 997 and centres == sorted(centres)
     assert all(VOCAB.to_bin(c) == i for i, c in enumerate(centres))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.text(alphabet="abAB _-'\"1.\u00e9", min_size=1, max_size=24))
+def test_copying_grammar_types_only_spans_of_the_source(seed, source):
+    g = G.copying(source)
+    rng = np.random.default_rng(seed)
+    for _ in range(5):
+        logits = rng.normal(0, 5.0, N).astype(np.float32)
+        tokens = [VOCAB.type_id("type")] if VOCAB.type_id("type") in g.allowed([]) else []
+        if not tokens:  # only untypable characters: TYPE is not offered at all
+            assert not any(c in VOCAB.text_chars for c in source)
+            return
+        while not g.done(tokens):
+            tokens.append(g.pick(logits + rng.normal(0, 1.0, N), tokens))
+        text = g.to_decoded(tokens).action.text
+        assert text and text in source and len(text) <= VOCAB.max_text
+
+
+def test_copying_grammar_keeps_the_other_actions():
+    g = G.copying("Type 'x' here")
+    assert set(g.allowed([]).tolist()) == set(G.allowed([]).tolist())
+    click = [VOCAB.type_id("click"), VOCAB.bin_id(10)]
+    assert (g.allowed(click) == G.allowed(click)).all()
+    chars = {VOCAB.text_chars[i - VOCAB.ids("text")[0]] for i in g.allowed([VOCAB.type_id("type")])}
+    assert chars == set("Type 'xhr")
+    assert G.allowed([VOCAB.type_id("type")]).size == len(VOCAB.text_chars)  # the source grammar is unchanged

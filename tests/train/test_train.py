@@ -18,7 +18,7 @@ from edge_vla.runtime.grammar import ActionGrammar  # noqa: E402
 from edge_vla.sim.scene import inside  # noqa: E402
 from edge_vla.train import evaluate as ev  # noqa: E402
 from edge_vla.train.data import (CHARSET, HELD_OUT_FONTS, Curriculum, Stream, cell_chars,  # noqa: E402
-                                 cells_for_box, label_chars, replay, vocab_action)
+                                 cells_for_box, label_chars, last_click, replay, vocab_action)
 from edge_vla.train.loop import Trainer, TrainConfig  # noqa: E402
 from edge_vla.train.model import (PointerHead, TorchRuntime, action_vocab, batch_loss, build_student,  # noqa: E402
                                   collate, prompt_layout)
@@ -112,6 +112,27 @@ def test_labels_agree_with_the_oracle():
                 assert s.pointer_view == -1
                 checked["other"] += 1
     assert min(checked.values()) >= 3, checked
+
+
+def test_after_a_click_the_crop_is_where_the_runtime_keeps_it():
+    """The runtime's crop stays around its last click (a field it focused) until a non-point action, so
+    a 'type into the focused field' sample is cut there, not around the frame's centre."""
+    stream = tiny_stream(samples_per_state=4)
+    seen = 0
+    for i in range(400):
+        if seen >= 4:
+            break
+        for s in stream.state(i):
+            m = s.meta
+            after = last_click(m["history"])
+            if m["stage"] != "crop" or after is None or m["label"] in ("point", "focus"):
+                continue
+            c = m["crop"]
+            assert c[0] <= after[0] <= c[2] and c[1] <= after[1] <= c[3], (m, after)
+            seen += 1
+    assert seen >= 4
+    assert last_click([[0.1, None], [0.2, {"type": "click", "x": 5, "y": 9}], [0.3, None]]) == (5, 9)
+    assert last_click([[0.2, {"type": "click", "x": 5, "y": 9}], [0.3, {"type": "key", "key": "tab"}]]) is None
 
 
 def test_vocab_mapping_and_cells():
