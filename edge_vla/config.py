@@ -190,6 +190,8 @@ class LoopConfig(_Section):
                                    "of the most changed area of the local size that means 'changed'")
     avoid_after: int = Field(2, ge=1, le=50, description="same action with no effect this often: the model "
                              "takes its next-best action instead (runtime.avoid)")
+    wait_patience_s: float = Field(1.5, gt=0, description="the model waited this long on a screen that did not "
+                                   "change: it takes its best other action instead (runtime.avoid)")
     max_repeats: int = Field(2, ge=1, le=50, description="same action with no effect this often: try something else")
     alternatives: list[str] = Field(default_factory=lambda: ["key:Escape", "scroll:0:300"],
                                     description="what to try instead of a dead action, in order")

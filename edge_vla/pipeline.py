@@ -190,9 +190,7 @@ class StreamPipeline:
         instruction = self.goal or frame.instruction or self.settings.policy.default_instruction
         self._inflight_since = time.monotonic()
         if self._policy_takes_context:
-            context = DecisionContext(verdicts=tuple(self.verdicts),
-                                      avoid=frozenset(sig for sig, n in self.watchdog.dead.items()
-                                                      if n >= self.settings.loop.avoid_after))
+            context = DecisionContext(verdicts=tuple(self.verdicts), avoid=self.watchdog.avoid())
             fut = self._executor.submit(self.policy.decide, frame, instruction, context=context)
         else:
             fut = self._executor.submit(self.policy.decide, frame, instruction)

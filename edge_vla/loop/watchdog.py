@@ -4,6 +4,10 @@ Separate from the process watchdog (sd_notify): that one stops pinging when the
 pipeline itself hangs; this one handles a pipeline that runs fine while the
 agent gets nowhere. Two symptoms: the same action keeps producing
 ``unchanged`` verdicts, or the screen only cycles between a few states.
+What reaches the model as ``avoid``: actions dead ``loop.avoid_after`` times,
+and ``wait`` once the agent has waited ``loop.wait_patience_s`` on a screen
+that did not change (a student unsure what to do answers "wait" forever; the
+screen it waits for would have changed by then).
 Escalation, one step at a time and at least ``escalate_every_s`` apart:
 1. a different action (``loop.alternatives``) instead of the dead one;
 2. ``loop.reset_action`` (a reset action, a key such as F5, or a reset request event);
@@ -25,6 +29,7 @@ from .verifier import Verdict
 
 CYCLE_WINDOW = 12  # recent decisions looked at for a cycle
 CYCLE_STATES = 2  # at most this many distinct screens in the window: a cycle
+WAIT = signature(Action(type="wait"))
 
 
 def parse_action_spec(spec: str) -> Action | None:
@@ -73,6 +78,8 @@ class StuckWatchdog:
         self.level_since: float | None = None
         self.states: collections.deque[bytes] = collections.deque(maxlen=CYCLE_WINDOW)
         self.history: list[Escalation] = []
+        self.waiting: tuple[float, bytes | None] | None = None  # since when, on which screen
+        self.impatient = False  # waited long enough on this screen: wait is avoided until it changes
 
     def on_verdict(self, v: Verdict, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -80,11 +87,29 @@ class StuckWatchdog:
             self.dead.clear()
             self.last_change = now
             self.level, self.level_since = 0, None
+            self.impatient = False
         else:
             self.dead[signature(v.action)] += 1
 
     def on_state(self, state: bytes) -> None:
+        if self.states and state != self.states[-1]:  # what it waited for may have come
+            self.waiting, self.impatient = None, False
         self.states.append(state)
+
+    def avoid(self) -> frozenset:
+        """Signatures the model should steer around (``runtime.avoid``)."""
+        dead = {sig for sig, n in self.dead.items() if n >= self.cfg.avoid_after}
+        return frozenset(dead | {WAIT}) if self.impatient else frozenset(dead)
+
+    def _waited(self, action: Action, now: float) -> None:
+        if action.type != "wait":
+            self.waiting = None
+            return
+        state = self.states[-1] if self.states else None
+        if self.waiting is None:
+            self.waiting = (now, state)
+        elif now - self.waiting[0] >= self.cfg.wait_patience_s:
+            self.impatient = True
 
     def cycling(self) -> bool:
         return len(self.states) == CYCLE_WINDOW and len(set(self.states)) <= CYCLE_STATES
@@ -95,6 +120,7 @@ class StuckWatchdog:
     def review(self, action: Action, now: float | None = None) -> tuple[Action | None, Escalation | None]:
         """The action to send instead of ``action`` (None: send nothing) and the step taken, if any."""
         now = time.monotonic() if now is None else now
+        self._waited(action, now)
         due = self.level_since is None or now - self.level_since >= self.cfg.escalate_every_s
         if self.level >= 1 and due and self.stuck(now):
             if self.level == 1:

@@ -24,7 +24,7 @@ from ..actions import SIGNATURE_CELL, Action, signature
 from .grammar import ActionGrammar
 
 BIN_SPREAD = 5  # a coordinate deviation moves at least this many bins (one signature cell at 200 bins)
-NEVER_DEAD = frozenset({"wait", "done"})  # waiting is always allowed
+NEVER_DEAD = frozenset({"done"})  # wait is dead only when the loop says so (loop.wait_patience_s)
 
 Step = Callable[[list[int]], np.ndarray]  # logits after the prompt and these action tokens
 

@@ -162,7 +162,7 @@ class LoopMemory:
         return bool(self.verifier.pending)
 
     def avoid(self) -> frozenset:
-        return frozenset(sig for sig, n in self.watchdog.dead.items() if n >= self.cfg.avoid_after)
+        return self.watchdog.avoid()
 
     def see(self, image: np.ndarray, t: float) -> tuple[Frame, np.ndarray]:
         thumb = grey_thumb(image)

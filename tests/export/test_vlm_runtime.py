@@ -9,7 +9,6 @@ pytest.importorskip("torch")  # the export extra; without it these tests skip
 pytest.importorskip("onnxscript")
 
 from edge_vla.actions import InvalidAction, signature, validate_action
-from edge_vla.runtime.avoid import NEVER_DEAD
 from edge_vla.runtime.families import load_runtime
 from edge_vla.runtime.kv_eval import agreement
 from edge_vla.runtime.vlm import CachedSteps, preprocess
@@ -126,7 +125,7 @@ def test_a_dead_action_is_steered_around_and_nothing_else_changes(exported, focu
             return rt.infer(img, instr, avoid)[0]
 
         first = infer()
-        if first.type in NEVER_DEAD:
+        if first.type in ("wait", "done"):  # done is never dead; RoI gives up with wait after re-aiming
             continue
         other = infer(frozenset({signature(first)}))
         validate_action(other.fields())

@@ -136,6 +136,28 @@ def test_watchdog_sees_a_cycle():
     assert step is not None and "cycles" in step.reason
 
 
+def test_waiting_on_a_screen_that_does_not_change_makes_wait_avoided():
+    wd = StuckWatchdog(LoopConfig(wait_patience_s=4.0), now=0.0)
+    still, other = screen_state(grey_thumb(blank())), screen_state(grey_thumb(np.zeros((H, W, 3), np.uint8)))
+    wait = Action(type="wait")
+    for t in (0.0, 1.0, 3.9):
+        wd.on_state(still)
+        assert wd.review(wait, now=t) == (wait, None) and wd.avoid() == frozenset()
+    wd.on_state(still)
+    wd.review(wait, now=4.0)
+    assert wd.avoid() == {signature(wait)}  # the model now takes its best other action
+    assert wd.review(Action(type="click", x=5, y=5), now=4.5)[1] is None  # no escalation for that
+    wd.on_state(other)  # the screen changed: what it waited for may be there
+    assert wd.avoid() == frozenset()
+    for t in (10.0, 12.0):  # waiting again starts a new count; a click in between resets it too
+        wd.on_state(other)
+        wd.review(wait, now=t)
+    wd.review(Action(type="click", x=5, y=5), now=13.0)
+    wd.on_state(other)
+    wd.review(wait, now=14.5)
+    assert wd.avoid() == frozenset()
+
+
 def test_action_specs():
     assert parse_action_spec("scroll:0:-300") == Action(type="scroll", dx=0, dy=-300)
     assert parse_action_spec("event") is None

@@ -76,8 +76,15 @@ def test_a_dead_click_gives_the_alternative_that_costs_least():
     assert not is_dead(Action(type="click", x=260, y=402), {signature(Action(type="click", x=210, y=410))})
 
 
-def test_waiting_is_never_dead():
-    assert not is_dead(Action(type="wait"), {signature(Action(type="wait"))})
+def test_done_is_never_dead_and_wait_only_when_the_loop_says_so():
+    wait = Action(type="wait")
+    assert not is_dead(Action(type="done"), {signature(Action(type="done"))})
+    assert not is_dead(wait, {signature(Action(type="click", x=1, y=1))})
+    assert is_dead(wait, {signature(wait)})  # the watchdog's loop.wait_patience_s ran out
+    m = model(wait_logit=12.0, y_runner_up=2.0)  # the model would rather wait
+    dec = DeadAwareDecoder(G)
+    assert dec.decode(m.logits([]), m, None) == [VOCAB.type_id("wait"), VOCAB.end_id]
+    assert dec.decode(m.logits([]), m, dead_if([VOCAB.type_id("wait"), VOCAB.end_id])) == click(40, 80)
 
 
 def test_heads_runtime_moves_off_a_dead_action(tmp_path):
