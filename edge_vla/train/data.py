@@ -62,6 +62,9 @@ TRAIN_FONTS = tuple(f for f in FONTS if f not in HELD_OUT_FONTS)
 DONE_KEEP = 0.25
 # a point action right after a click: share of crop samples cut where the runtime's crop still is
 AFTER_CLICK_CROP = 0.5
+# fill-in tasks: share of states taken right where the teacher types (else few states are; the
+# student never learned to type: it clicked the focused field again)
+TYPING_STATES = 0.8
 
 
 @dataclass
@@ -165,6 +168,22 @@ def last_click(history: list) -> tuple[int, int] | None:
     if acts and acts[-1].get("type") in POINT_KINDS:
         return acts[-1]["x"], acts[-1]["y"]
     return None
+
+
+def history_to_typing(world: SimWorld, rng: random.Random, vocab: ActionVocab) -> list:
+    """Teacher steps up to the one that types (field clicked, old text cleared)."""
+    dt = rng.uniform(0.0, 0.6)
+    world.advance(dt)
+    hist: list = [[dt, None]]
+    for _ in range(6):
+        a = vocab_action(world.oracle(), vocab)
+        if world.success or a is None or a.type in ("type", "done", "wait", "reset"):
+            break
+        world.execute(a)
+        dt = rng.uniform(0.05, 0.8)
+        world.advance(dt)
+        hist.append([dt, a.fields()])
+    return hist
 
 
 def random_history(world: SimWorld, rng: random.Random, vocab: ActionVocab, cur: dict) -> list:
@@ -389,7 +408,10 @@ class Stream:
         cur = self.curriculum.at(i * self.samples_per_state if seen is None else seen)
         spec = world_spec(rng, self.split, cur["point_kinds"])
         world = SimWorld(**spec)
-        hist = random_history(world, rng, self.vocab, cur)
+        if spec["task"] == "fill_and_submit" and rng.random() < TYPING_STATES:
+            hist = history_to_typing(world, rng, self.vocab)
+        else:
+            hist = random_history(world, rng, self.vocab, cur)
         if world.success and len(hist) > 1 and rng.random() >= DONE_KEEP:
             hist = hist[:-1]
             world = replay(spec, hist)
