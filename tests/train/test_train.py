@@ -18,7 +18,8 @@ from edge_vla.runtime.grammar import ActionGrammar  # noqa: E402
 from edge_vla.sim.scene import inside  # noqa: E402
 from edge_vla.train import evaluate as ev  # noqa: E402
 from edge_vla.train.data import (CHARSET, HELD_OUT_FONTS, Curriculum, Stream, cell_chars,  # noqa: E402
-                                 cells_for_box, label_chars, last_click, replay, vocab_action)
+                                 cells_for_box, history_to_typing, label_chars, last_click, replay,
+                                 vocab_action)
 from edge_vla.train.loop import Trainer, TrainConfig  # noqa: E402
 from edge_vla.train.model import (PointerHead, TorchRuntime, action_vocab, batch_loss, build_student,  # noqa: E402
                                   collate, prompt_layout)
@@ -133,6 +134,19 @@ def test_after_a_click_the_crop_is_where_the_runtime_keeps_it():
     assert seen >= 4
     assert last_click([[0.1, None], [0.2, {"type": "click", "x": 5, "y": 9}], [0.3, None]]) == (5, 9)
     assert last_click([[0.2, {"type": "click", "x": 5, "y": 9}], [0.3, {"type": "key", "key": "tab"}]]) is None
+
+
+def test_typing_states_stop_where_the_teacher_types():
+    import random
+
+    from edge_vla.sim.world import SimWorld
+
+    for seed in (1, 3, 5, 7):
+        spec = {"seed": seed, "width": 1280, "height": 720, "theme": "light", "task": "fill_and_submit"}
+        world = SimWorld(**spec)
+        hist = history_to_typing(world, random.Random(seed), VOCAB)
+        assert vocab_action(world.oracle(), VOCAB).type == "type", hist
+        assert replay(spec, hist).render().tobytes() == world.render().tobytes()
 
 
 def test_vocab_mapping_and_cells():
