@@ -145,12 +145,17 @@ def _norm_axis(p: float, size: int) -> int:
     return min(NORM, max(0, n))
 
 
+KEYBOARD = frozenset({"type", "key"})
 SIGNATURE_CELL = 25  # normalized units: clicks closer than this count as the same action
 
 
 def signature(a: Action) -> tuple:
     """Actions that count as 'the same' (the loop's memory of dead actions): same type, point within
-    a ``SIGNATURE_CELL`` cell, same payload."""
+    a ``SIGNATURE_CELL`` cell, same payload - except the keyboard: text and keys go to the focused
+    element, so typing or a key that changed nothing says there is none, and other text or keys
+    would not find one either."""
+    if a.type in KEYBOARD:
+        return ("keyboard", (None, None), None, None, None, None)
     cell = (None if a.x is None else a.x // SIGNATURE_CELL, None if a.y is None else a.y // SIGNATURE_CELL)
     return (a.type, cell, a.key, a.text, a.dx, a.dy)
 

@@ -8,8 +8,9 @@ a generic Escape or scroll. Here the grammar-constrained decode skips any
 completion that is dead (for a click: in a dead click's signature cell), and
 when it had to skip, the best single deviation wins: at each choice of the
 greedy path the best token that differs (for a coordinate, by more than
-``BIN_SPREAD`` bins) is tried and decoding continues greedily; the candidate
-that gave up the least log-probability at its one deviation is returned.
+``BIN_SPREAD`` bins; for the action type, every other type) is tried and
+decoding continues greedily; the candidate that gave up the least
+log-probability at its one deviation is returned.
 Nothing dead to avoid: plain greedy decoding, token for token, no extra model call.
 """
 
@@ -106,9 +107,11 @@ class DeadAwareDecoder:
         base = first if first is not None else self._greedy([], 0.0, logits, None)
         branches = []
         for prefix, allowed, lp, chosen in base.choices:  # type: ignore[union-attr]
-            alt = self._runner_up(allowed, lp, chosen)
-            if alt is not None:
-                branches.append((float(lp.max() - lp[alt]), prefix + [int(allowed[alt])]))
+            # the action type: every other kind (a dead keyboard rules out type and key at once);
+            # further on, the runner-up
+            alts = [i for i in range(len(allowed)) if i != chosen] if not prefix else \
+                [a for a in [self._runner_up(allowed, lp, chosen)] if a is not None]
+            branches += [(float(lp.max() - lp[a]), prefix + [int(allowed[a])]) for a in alts]
         # regret only grows along a path: a branch that already gives up more than the best is skipped
         for regret, prefix in sorted(branches, key=lambda b: b[0]):
             if best is not None and regret >= best.regret:

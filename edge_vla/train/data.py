@@ -64,7 +64,7 @@ DONE_KEEP = 0.25
 AFTER_CLICK_CROP = 0.5
 # fill-in tasks: share of states taken right where the teacher types (else few states are; the
 # student never learned to type: it clicked the focused field again)
-TYPING_STATES = 0.8
+TYPING_STATES = 0.3
 
 
 @dataclass

@@ -164,3 +164,4 @@ def test_action_specs():
     with pytest.raises(ValueError):
         parse_action_spec("teleport:3")
     assert signature(Action(type="click", x=10, y=10)) == signature(Action(type="click", x=20, y=24))
+    assert signature(Action(type="type", text="alice")) == signature(Action(type="type", text="HIP i"))

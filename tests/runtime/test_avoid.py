@@ -76,6 +76,19 @@ def test_a_dead_click_gives_the_alternative_that_costs_least():
     assert not is_dead(Action(type="click", x=260, y=402), {signature(Action(type="click", x=210, y=410))})
 
 
+def test_a_dead_keyboard_rules_out_typing_and_keys_and_the_next_kind_wins():
+    """Text and keys go to the focused element: one that changed nothing makes both dead, and the
+    search goes on to the model's third choice of action type (here a click)."""
+    t, k, c = VOCAB.type_id("type"), VOCAB.type_id("key"), VOCAB.type_id("click")
+    m = Table({(0, None): {t: 9.0, k: 8.0, c: 7.0},
+               (1, c): {VOCAB.bin_id(40): 9.0}, (2, c): {VOCAB.bin_id(80): 9.0}})
+    typed = Action(type="type", text="alice")
+    assert signature(typed) == signature(Action(type="key", key="enter")) == signature(Action(type="type", text="b"))
+    dead = frozenset({signature(typed)})
+    out = DeadAwareDecoder(G).decode(m.logits([]), m, lambda tokens: is_dead(G.to_decoded(tokens).action, dead))
+    assert out == click(40, 80)
+
+
 def test_done_is_never_dead_and_wait_only_when_the_loop_says_so():
     wait = Action(type="wait")
     assert not is_dead(Action(type="done"), {signature(Action(type="done"))})
