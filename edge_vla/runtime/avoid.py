@@ -83,7 +83,8 @@ class DeadAwareDecoder:
 
     def __init__(self, grammar: ActionGrammar):
         self.g = grammar
-        self._bins = set(int(t) for t in grammar.allowed([grammar.v.type_id("click")]))
+        bins = grammar.v.ids("bins")  # one contiguous block of ids: a range test, nothing built per decode
+        self._bins = range(int(bins[0]), int(bins[-1]) + 1)
 
     def decode(self, logits0: np.ndarray, step: Step, dead: Callable[[list[int]], bool] | None = None) -> list[int]:
         cache: dict[tuple[int, ...], np.ndarray] = {(): logits0}
