@@ -146,6 +146,7 @@ def _norm_axis(p: float, size: int) -> int:
 
 
 KEYBOARD = frozenset({"type", "key"})
+ONE_POINT = frozenset({"click", "double_click", "right_click"})
 SIGNATURE_CELL = 25  # normalized units: clicks closer than this count as the same action
 
 
@@ -156,8 +157,16 @@ def signature(a: Action) -> tuple:
     would not find one either."""
     if a.type in KEYBOARD:
         return ("keyboard", (None, None), None, None, None, None)
+    if a.type in ONE_POINT:
+        return point_signature(a.type, a.x, a.y)
     cell = (None if a.x is None else a.x // SIGNATURE_CELL, None if a.y is None else a.y // SIGNATURE_CELL)
     return (a.type, cell, a.key, a.text, a.dx, a.dy)
+
+
+def point_signature(kind: str, x: int, y: int) -> tuple:
+    """``signature`` of a one-point action (click, double or right click) without building it: the
+    dead-aware decoder tests every candidate click this way."""
+    return (kind, (x // SIGNATURE_CELL, y // SIGNATURE_CELL), None, None, None, None)
 
 
 def crop_to_frame(nx: int, ny: int, box: tuple[int, int, int, int]) -> tuple[int, int]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..actions import SIGNATURE_CELL, Action, signature
+from ..actions import ONE_POINT, Action, point_signature, signature
 from .grammar import ActionGrammar
 
 BIN_SPREAD = 5  # a coordinate deviation moves at least this many bins (one signature cell at 200 bins)
@@ -44,7 +44,7 @@ def dead_tokens(grammar: ActionGrammar, avoid: Iterable[tuple],
         return None
 
     v = grammar.v
-    clicks = {v.type_id(t): t for t in v.types if t in ("click", "double_click", "right_click")}
+    clicks = {v.type_id(t): t for t in v.types if t in ONE_POINT}
     bin0 = v.bin_id(0)
 
     def dead(tokens: list[int]) -> bool:
@@ -53,7 +53,7 @@ def dead_tokens(grammar: ActionGrammar, avoid: Iterable[tuple],
             x, y = v.bin_centre(tokens[1] - bin0), v.bin_centre(tokens[2] - bin0)
             if to_frame is not None:
                 x, y = to_frame(x, y)
-            return (kind, (x // SIGNATURE_CELL, y // SIGNATURE_CELL), None, None, None, None) in avoid
+            return point_signature(kind, x, y) in avoid
         action = grammar.to_decoded(tokens).action
         if action is None:  # a focus box only moves the view
             return False

@@ -161,9 +161,6 @@ class LoopMemory:
     def waiting(self) -> bool:
         return bool(self.verifier.pending)
 
-    def avoid(self) -> frozenset:
-        return self.watchdog.avoid()
-
     def see(self, image: np.ndarray, t: float) -> tuple[Frame, np.ndarray]:
         thumb = grey_thumb(image)
         frame = Frame(image=image, stream="eval", seq=self.seq, t_capture=t, wall_ts=t)
@@ -218,7 +215,7 @@ def closed_loop(rt: Runtime, n_tasks: int, seed: int = 0, max_steps: int = 15, d
             if on_step is not None:
                 on_step(world, frame)
             if memory is not None:
-                action, st = rt.infer(frame, world.instruction, memory.avoid())
+                action, st = rt.infer(frame, world.instruction, memory.watchdog.avoid())
             else:
                 action, st = rt.infer(frame, world.instruction)
             if stages is not None:
