@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -167,6 +168,19 @@ def point_signature(kind: str, x: int, y: int) -> tuple:
     """``signature`` of a one-point action (click, double or right click) without building it: the
     dead-aware decoder tests every candidate click this way."""
     return (kind, (x // SIGNATURE_CELL, y // SIGNATURE_CELL), None, None, None, None)
+
+
+@dataclass(frozen=True)
+class DeadArea:
+    """A dead element rather than a dead cell: a one-point action of ``kind`` anywhere in ``box``
+    (x0, y0, x1, y1 in 0..1000) is dead (``loop.elements`` reads the box from the pixels)."""
+
+    kind: str
+    box: tuple[int, int, int, int]
+
+    def holds(self, kind: str, x: int, y: int) -> bool:
+        b = self.box
+        return kind == self.kind and b[0] <= x < b[2] and b[1] <= y < b[3]
 
 
 def crop_to_frame(nx: int, ny: int, box: tuple[int, int, int, int]) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from .config import Settings
 from .frames import BadFrame, Frame, FrameSlot, check_image
 from .latency import LatencyLog
 from .loop.verifier import Verdict, Verifier
-from .loop.watchdog import StuckWatchdog, screen_state
+from .loop.watchdog import StuckWatchdog
 from .mqtt import Feedback
 from .policy import Decision, DecisionContext, Policy
 from .sampler import Sampler, grey_thumb
@@ -180,7 +180,7 @@ class StreamPipeline:
         if not self.sampler.offer(frame, thumb):
             return
         frame = frame.stamp("sampled")
-        self.watchdog.on_state(screen_state(thumb))
+        self.watchdog.on_state(thumb)
         self._notify(self.on_sampled, frame)
         decision = await self._decide(frame)
         if decision is not None:

@@ -39,6 +39,13 @@ def densest(mask: np.ndarray, kw: int, kh: int) -> float:
     return float(sums.max()) / (kh * kw)
 
 
+def region_changed(diff: np.ndarray, cfg: LoopConfig) -> bool:
+    """Much of one area of the local size changed (``region_fraction``); ``diff``: changed thumbnail pixels."""
+    h, w = diff.shape
+    r = cfg.local_radius
+    return densest(diff, max(1, round(2 * r * w / NORM)), max(1, round(2 * r * h / NORM))) > cfg.region_fraction
+
+
 @dataclass(frozen=True)
 class Verdict:
     action_id: str
@@ -46,6 +53,12 @@ class Verdict:
     changed_fraction: float
     latency_ms: float  # action (executed, else published) to the frame showing the change
     action: ActionMessage = field(compare=False, repr=False)
+    # what the watchdog needs to tell an element and a return to an earlier screen: the frame the action
+    # was decided on, its thumbnail, and the thumbnail that showed the change
+    image: np.ndarray | None = field(default=None, compare=False, repr=False)
+    before: np.ndarray | None = field(default=None, compare=False, repr=False)
+    after: np.ndarray | None = field(default=None, compare=False, repr=False)
+    status: str | None = None  # the executor's report (executed | failed | rejected), when one came
 
     def payload(self) -> dict:
         return {"v": 1, "action_id": self.action_id, "result": self.result,
@@ -58,6 +71,7 @@ class _Pending:
     ref: np.ndarray
     t_sent: float
     anchor: tuple[int, int] | None = None  # where its effect should show (0..1000)
+    image: np.ndarray | None = None  # the frame it was decided on
     t_executed: float | None = None
     status: str | None = None  # executor feedback, when any
 
@@ -80,7 +94,7 @@ class Verifier:
             anchor = self.last_point = (msg.x, msg.y)
         elif msg.type in FOCUSED:
             anchor = self.last_point
-        self.pending[msg.id] = _Pending(msg, ref, time.monotonic() if now is None else now, anchor)
+        self.pending[msg.id] = _Pending(msg, ref, time.monotonic() if now is None else now, anchor, frame.image)
 
     def feedback(self, fb: Feedback, now: float | None = None) -> list[Verdict]:
         self.executor_seen = True
@@ -106,7 +120,7 @@ class Verifier:
                     thumb = grey_thumb(frame.image)
                 changed, fraction = self.compare(p, thumb)
                 if changed:
-                    out.append(self._close(p, "changed", fraction, (frame.t_capture - start) * 1e3))
+                    out.append(self._close(p, "changed", fraction, (frame.t_capture - start) * 1e3, thumb))
                     continue
             if now - p.t_sent > self.cfg.verify_window_s:
                 result = "timeout" if self.executor_seen and p.t_executed is None else "unchanged"
@@ -127,12 +141,12 @@ class Verifier:
             local_fraction = float(local.mean()) if local.size else 0.0
             if local_fraction > self.cfg.local_fraction:
                 return True, global_fraction
-        if p.msg.x is None and densest(diff, max(1, round(2 * r * w / NORM)), max(1, round(2 * r * h / NORM))) \
-                > self.cfg.region_fraction:
+        if p.msg.x is None and region_changed(diff, self.cfg):
             return True, global_fraction
         return global_fraction > self.cfg.global_fraction, global_fraction
 
-    def _close(self, p: _Pending, result: str, fraction: float, latency_ms: float) -> Verdict:
+    def _close(self, p: _Pending, result: str, fraction: float, latency_ms: float,
+               after: np.ndarray | None = None) -> Verdict:
         self.pending.pop(p.msg.id, None)
         self.counts[result] += 1
-        return Verdict(p.msg.id, result, fraction, latency_ms, p.msg)
+        return Verdict(p.msg.id, result, fraction, latency_ms, p.msg, p.image, p.ref, after, p.status)

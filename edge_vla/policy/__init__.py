@@ -31,7 +31,7 @@ class DecisionContext:
     """
 
     verdicts: tuple = ()
-    avoid: frozenset = frozenset()  # edge_vla.loop.watchdog.signature() of dead actions
+    avoid: frozenset = frozenset()  # dead actions: actions.signature() tuples and actions.DeadArea
 
 
 class Policy(Protocol):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import contextlib
 import time
 
-from ..actions import signature
 from ..config import Settings
 from ..frames import Frame
+from ..runtime.avoid import is_dead
 from . import Decision, DecisionContext
 
 
@@ -47,6 +47,6 @@ class BlindOraclePolicy(OraclePolicy):
         t0 = time.perf_counter()
         with self.lock:
             action = self.world.oracle(see_dialogs=False)
-            if context is not None and signature(action) in context.avoid:
+            if context is not None and is_dead(action, context.avoid):
                 action = self.world.oracle()
         return Decision(action=action, model=self.name, stages_ms={"model": (time.perf_counter() - t0) * 1e3})

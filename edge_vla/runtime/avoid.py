@@ -5,7 +5,8 @@ had no visible effect; their signatures (``actions.signature``) reach the policy
 as ``avoid``. A deterministic model shown the same screen answers with the same
 action, so without this it clicks a dead spot until the watchdog steps in with
 a generic Escape or scroll. Here the grammar-constrained decode skips any
-completion that is dead (for a click: in a dead click's signature cell), and
+completion that is dead (for a click: in a dead click's signature cell or a
+dead element's box, ``actions.DeadArea``), and
 when it had to skip, the best single deviation wins: at each choice of the
 greedy path the best token that differs (for a coordinate, by more than
 ``BIN_SPREAD`` bins; for the action type, every other type) is tried and
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..actions import ONE_POINT, Action, point_signature, signature
+from ..actions import ONE_POINT, Action, DeadArea, point_signature, signature
 from .grammar import ActionGrammar
 
 BIN_SPREAD = 5  # a coordinate deviation moves at least this many bins (one signature cell at 200 bins)
@@ -30,12 +31,22 @@ NEVER_DEAD = frozenset({"done"})  # wait is dead only when the loop says so (loo
 Step = Callable[[list[int]], np.ndarray]  # logits after the prompt and these action tokens
 
 
-def is_dead(action: Action, avoid: Iterable[tuple]) -> bool:
-    """``action`` is one the loop found dead (same signature: a click in the same cell)."""
-    return action.type not in NEVER_DEAD and signature(action) in avoid
+def is_dead(action: Action, avoid: Iterable) -> bool:
+    """``action`` is one the loop found dead: same signature (a click in the same cell), or a click
+    inside a dead element (``DeadArea``)."""
+    if action.type in NEVER_DEAD:
+        return False
+    if action.type in ONE_POINT and action.x is not None and action.y is not None:
+        return _point_dead(action.type, action.x, action.y, avoid)
+    return signature(action) in avoid
 
 
-def dead_tokens(grammar: ActionGrammar, avoid: Iterable[tuple],
+def _point_dead(kind: str, x: int, y: int, avoid: Iterable) -> bool:
+    return point_signature(kind, x, y) in avoid or any(  # type: ignore[operator]
+        a.holds(kind, x, y) for a in avoid if isinstance(a, DeadArea))
+
+
+def dead_tokens(grammar: ActionGrammar, avoid: Iterable,
                 to_frame: Callable[[int, int], tuple[int, int]] | None = None) -> Callable[[list[int]], bool] | None:
     """The decode-time test for ``avoid``: does this complete token sequence (an action in the view's
     coordinates, ``to_frame`` maps a point to the frame's) land on a dead action? None: nothing to avoid."""
@@ -53,7 +64,7 @@ def dead_tokens(grammar: ActionGrammar, avoid: Iterable[tuple],
             x, y = v.bin_centre(tokens[1] - bin0), v.bin_centre(tokens[2] - bin0)
             if to_frame is not None:
                 x, y = to_frame(x, y)
-            return point_signature(kind, x, y) in avoid
+            return _point_dead(kind, x, y, avoid)
         action = grammar.to_decoded(tokens).action
         if action is None:  # a focus box only moves the view
             return False

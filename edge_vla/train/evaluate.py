@@ -29,7 +29,7 @@ from ..actions import Action, ActionMessage, crop_to_frame, to_pixels
 from ..config import LoopConfig
 from ..frames import Frame
 from ..loop.verifier import Verifier
-from ..loop.watchdog import StuckWatchdog, screen_state
+from ..loop.watchdog import StuckWatchdog
 from ..mqtt import Feedback
 from ..sampler import grey_thumb
 from ..sim import THEMES, TASK_KINDS, SimWorld
@@ -171,7 +171,6 @@ class LoopMemory:
 
     def send(self, frame: Frame, thumb: np.ndarray, action: Action, t: float) -> tuple[Action | None, str | None]:
         """What the pipeline would send for the policy's ``action`` (None: nothing) and its message id."""
-        self.watchdog.on_state(screen_state(thumb))
         sent, _ = self.watchdog.review(action, now=t)
         if sent is None:
             return None, None
@@ -215,6 +214,7 @@ def closed_loop(rt: Runtime, n_tasks: int, seed: int = 0, max_steps: int = 15, d
             if on_step is not None:
                 on_step(world, frame)
             if memory is not None:
+                memory.watchdog.on_state(thumb)  # as the pipeline: the screen, then the decision on it
                 action, st = rt.infer(frame, world.instruction, memory.watchdog.avoid())
             else:
                 action, st = rt.infer(frame, world.instruction)

@@ -7,9 +7,10 @@ from edge_vla.actions import Action, ActionMessage
 from edge_vla.config import LoopConfig
 from edge_vla.frames import make_frame
 from edge_vla.loop.verifier import Verifier
-from edge_vla.loop.watchdog import StuckWatchdog, parse_action_spec, screen_state, signature
+from edge_vla.loop.watchdog import StuckWatchdog, parse_action_spec, signature
 from edge_vla.sampler import grey_thumb
 from edge_vla.mqtt import Feedback
+from edge_vla.runtime.avoid import is_dead
 
 W, H = 640, 360
 
@@ -131,14 +132,14 @@ def test_watchdog_sees_a_cycle():
     wd = StuckWatchdog(LoopConfig())
     a, b = blank(), np.zeros((H, W, 3), np.uint8)
     for i in range(12):
-        wd.on_state(screen_state(grey_thumb(a if i % 2 else b)))
+        wd.on_state(grey_thumb(a if i % 2 else b))
     action, step = wd.review(Action(type="click", x=1, y=1))
     assert step is not None and "cycles" in step.reason
 
 
 def test_waiting_on_a_screen_that_does_not_change_makes_wait_avoided():
     wd = StuckWatchdog(LoopConfig(wait_patience_s=4.0), now=0.0)
-    still, other = screen_state(grey_thumb(blank())), screen_state(grey_thumb(np.zeros((H, W, 3), np.uint8)))
+    still, other = grey_thumb(blank()), grey_thumb(np.zeros((H, W, 3), np.uint8))
     wait = Action(type="wait")
     for t in (0.0, 1.0, 3.9):
         wd.on_state(still)
@@ -165,3 +166,97 @@ def test_action_specs():
         parse_action_spec("teleport:3")
     assert signature(Action(type="click", x=10, y=10)) == signature(Action(type="click", x=20, y=24))
     assert signature(Action(type="type", text="alice")) == signature(Action(type="type", text="HIP i"))
+
+
+# -- what stays dead: the element, while it looks the same ---------------------------------------
+
+def screen(box=(30, 90, 200), toast=False, banner=True):
+    img = blank()
+    img[162:198, 250:390] = box  # one filled button, (390..609, 450..550) in 0..1000
+    if toast:
+        img[320:350, 20:200] = 40  # feedback far from the button
+    if banner:
+        img[20:70, 100:540] = (180, 40, 40)  # an error the app clears by itself
+    return img
+
+
+def act(wd, v, before, after, t, status="executed", **point):
+    """One action decided on ``before``; the screen then shows ``after``; its verdicts go to the watchdog."""
+    m = msg(**point) if point else msg(type_="key", key="Enter")
+    v.track(frame(before, t), m, now=t)
+    out = v.feedback(Feedback(v=1, action_id=m.id, status=status, ts=0), now=t)
+    for k in (0.1, 5.0):  # a frame just after, then one past the verify window
+        out += v.observe(frame(after, t + k), now=t + k)
+    for verdict in out:
+        wd.on_verdict(verdict, now=t)
+    wd.on_state(grey_thumb(after))
+    return [x.result for x in out]
+
+
+def test_a_click_that_did_nothing_makes_the_whole_element_dead():
+    cfg = LoopConfig()
+    wd, v = StuckWatchdog(cfg, now=0.0), Verifier(cfg)
+    s = screen()
+    wd.on_state(grey_thumb(s))
+    assert act(wd, v, s, s, 1.0, x=500, y=500) == ["unchanged"]
+    assert wd.avoid() == frozenset()  # once may be a slow app
+    act(wd, v, s, s, 10.0, x=420, y=470)  # another point of the same button: the same element
+    (area,) = wd.avoid()
+    assert is_dead(Action(type="click", x=590, y=540), wd.avoid())  # its far corner too
+    assert not is_dead(Action(type="click", x=500, y=700), wd.avoid())  # not the page below it
+    assert not is_dead(Action(type="double_click", x=500, y=500), wd.avoid())
+    assert wd.dead_count(Action(type="click", x=450, y=520)) == 2
+
+
+def test_an_element_stays_dead_while_it_looks_the_same():
+    cfg = LoopConfig()
+    wd, v = StuckWatchdog(cfg, now=0.0), Verifier(cfg)
+    s = screen()
+    wd.on_state(grey_thumb(s))
+    for t in (1.0, 10.0):
+        act(wd, v, s, s, t, x=500, y=500)
+    toast = screen(toast=True)
+    assert act(wd, v, s, toast, 20.0) == ["changed"]  # another action changed another part of the screen
+    assert len(wd.avoid()) == 1
+    wd.on_state(grey_thumb(s))  # the toast went: back to a screen already seen
+    assert len(wd.avoid()) == 1
+    pressed = screen(box=(230, 230, 60))
+    assert act(wd, v, s, pressed, 30.0) == ["changed"]  # something made the button look different
+    assert wd.avoid() == frozenset()
+    wd.on_state(grey_thumb(s))
+    assert len(wd.avoid()) == 1  # it looks as it did when it did nothing
+
+
+def test_a_screen_the_app_changed_by_itself_revives_what_was_dead():
+    cfg = LoopConfig()
+    wd, v = StuckWatchdog(cfg, now=0.0), Verifier(cfg)
+    s = screen()
+    wd.on_state(grey_thumb(s))
+    for t in (1.0, 10.0):
+        act(wd, v, s, s, t, x=500, y=500)
+    assert len(wd.avoid()) == 1
+    wd.on_state(grey_thumb(screen(banner=False)))  # the validation error cleared: the button may work now
+    assert wd.avoid() == frozenset()
+
+
+def test_an_action_that_leads_back_to_a_screen_already_seen_is_dead_at_once():
+    cfg = LoopConfig()
+    wd, v = StuckWatchdog(cfg, now=0.0), Verifier(cfg)
+    off, on = screen(), screen(box=(30, 160, 60))  # a toggle: clicking it flips its colour
+    wd.on_state(grey_thumb(off))
+    assert act(wd, v, off, on, 1.0, x=500, y=500) == ["changed"]
+    assert wd.avoid() == frozenset()  # a new screen: progress
+    assert act(wd, v, on, off, 2.0, x=500, y=500) == ["changed"]  # and back
+    assert wd.avoid() == frozenset()  # dead where it was clicked (on), not here: it looks different
+    act(wd, v, off, on, 3.0, x=520, y=490)
+    assert len(wd.avoid()) == 1 and is_dead(Action(type="click", x=450, y=520), wd.avoid())
+    assert wd.level == 0  # no escalation: the model simply takes its next-best action
+
+
+def test_an_executor_failure_is_dead_at_once():
+    cfg = LoopConfig()
+    wd, v = StuckWatchdog(cfg, now=0.0), Verifier(cfg)
+    s = screen()
+    wd.on_state(grey_thumb(s))
+    assert act(wd, v, s, s, 1.0, status="failed", x=100, y=900) == ["unchanged"]
+    assert wd.avoid() == {signature(Action(type="click", x=100, y=900))}  # page background: its cell

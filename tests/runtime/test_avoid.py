@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_vla.actions import Action, signature
-from edge_vla.runtime.avoid import DeadAwareDecoder, is_dead
+from edge_vla.actions import Action, DeadArea, signature
+from edge_vla.runtime.avoid import DeadAwareDecoder, dead_tokens, is_dead
 from edge_vla.runtime.bundle import Bundle
 from edge_vla.runtime.grammar import ActionGrammar, ActionVocab
 from edge_vla.runtime.heads import HeadsRuntime, build_heads_bundle
@@ -74,6 +74,23 @@ def test_a_dead_click_gives_the_alternative_that_costs_least():
     # the dead test is the signature: a click in the same 25-unit cell is dead too
     assert is_dead(Action(type="click", x=203, y=402), {signature(Action(type="click", x=210, y=410))})
     assert not is_dead(Action(type="click", x=260, y=402), {signature(Action(type="click", x=210, y=410))})
+
+
+def test_a_dead_element_is_left_as_a_whole():
+    """A dead button spans several signature cells: the search must leave its box, not step one cell
+    over onto the same button (here the y runner-up is inside it, the x runner-up outside)."""
+    c = VOCAB.type_id("click")
+    m = Table({(0, None): {c: 9.0},
+               (1, c): {VOCAB.bin_id(40): 9.0, VOCAB.bin_id(120): 6.0},
+               (2, c): {VOCAB.bin_id(80): 9.0, VOCAB.bin_id(88): 8.9, VOCAB.bin_id(150): 1.0}})
+    button = DeadArea("click", (150, 350, 300, 460))  # bins 40 / 80 / 88 are x 203, y 403 / 443
+    cell_only = dead_tokens(G, {signature(G.to_decoded(click(40, 80)).action)})
+    assert DeadAwareDecoder(G).decode(m.logits([]), m, cell_only) == click(40, 88)  # the same button again
+    out = DeadAwareDecoder(G).decode(m.logits([]), m, dead_tokens(G, {button}))
+    assert out[:2] == click(120, 0)[:2]
+    assert is_dead(Action(type="click", x=290, y=355), {button})
+    assert not is_dead(Action(type="click", x=300, y=400), {button}) and not is_dead(
+        Action(type="right_click", x=200, y=400), {button})
 
 
 def test_a_dead_keyboard_rules_out_typing_and_keys_and_the_next_kind_wins():
