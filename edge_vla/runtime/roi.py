@@ -12,7 +12,8 @@ rounding. A non-point action (or a new FOCUS) ends the focus.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from PIL import Image
@@ -20,6 +21,8 @@ from PIL import Image
 from ..actions import NORM, POINT_TYPES, Action, crop_to_frame
 from .avoid import dead_tokens
 from .vlm import preprocess
+
+SAME_AIM = 0.5  # a re-aimed crop overlapping the one shown this much (IoU) shows the same thing
 
 
 def crop_box(focus: tuple[int, int, int, int], width: int, height: int, scale: float) -> tuple[int, int, int, int]:
@@ -61,14 +64,18 @@ class RoiState:
     def infer(self, image: np.ndarray, instruction: str, avoid: Iterable[tuple] = frozenset()):
         rt, s = self.rt, self.rt.image_size
         h, w = image.shape[:2]
-        full = preprocess(image, s)
-        stages: dict[str, float] = {}
+        pixels = preprocess(image, s)
+        t0 = time.perf_counter()
+        full = rt.encode_view(pixels)  # once: every pass shows the whole frame
+        stages: dict[str, float] = {"vision": (time.perf_counter() - t0) * 1e3}
         # at most: a global pass that sets the focus, the two-view pass, and one more two-view pass
         # when that one re-aims (the target was not in the crop) - so a single frame can still hit
         for _ in range(3):
             views = [full] if self.box is None else [full, crop_view(image, self.box, s)]
             box = self.box
             dead = dead_tokens(rt.grammar, avoid, None if box is None else (lambda x, y: crop_to_frame(x, y, box)))
+            if dead is not None and box is not None:
+                dead = self._or_same_aim(dead, box, w, h)
             decoded, st = rt.decode_view(views, instruction, dead)
             for k, v in st.items():
                 stages[k] = stages.get(k, 0.0) + v
@@ -82,3 +89,21 @@ class RoiState:
                     self.box = None
             return action, stages
         return Action(type="wait"), stages
+
+    def _or_same_aim(self, dead: Callable[[list[int]], bool], box: tuple[int, int, int, int], w: int,
+                     h: int) -> Callable[[list[int]], bool]:
+        """``dead``, and a re-aim at (nearly) the crop already shown: with its clicks dead there it would
+        look at the same pixels and find them again (three passes, then nothing)."""
+        grammar = self.rt.grammar
+
+        def dead_or_same(tokens: list[int]) -> bool:
+            focus = grammar.to_decoded(tokens).focus_box
+            if focus is None:
+                return dead(tokens)
+            b = crop_box(focus, w, h, self.scale)
+            ix = max(0, min(b[2], box[2]) - max(b[0], box[0]))
+            iy = max(0, min(b[3], box[3]) - max(b[1], box[1]))
+            union = (b[2] - b[0]) * (b[3] - b[1]) + (box[2] - box[0]) * (box[3] - box[1]) - ix * iy
+            return ix * iy > SAME_AIM * union
+
+        return dead_or_same

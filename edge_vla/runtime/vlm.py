@@ -242,13 +242,18 @@ class VLMRuntime:
         """The decode grammar for one instruction (``model.type_text``)."""
         return self.grammar.copying(instruction) if self.copy_text else self.grammar
 
+    def encode_view(self, pixels: np.ndarray) -> np.ndarray:
+        """A view's image tokens, [1, T, D], for ``decode_view`` (the RoI passes share the full view's);
+        with a speculative draft, which reads the pixels itself, the pixels."""
+        return pixels if self.draft is not None else self.engine.encode(pixels)
+
     def decode_view(self, pixels: np.ndarray | list[np.ndarray], instruction: str,
                     dead: Callable[[list[int]], bool] | None = None) -> tuple[Decoded, dict[str, float]]:
-        """Encode one view (or several, their tokens concatenated), prefill, constrained decode (steering
-        around ``dead`` token sequences)."""
+        """Encode one view (or several, their tokens concatenated; a view already encoded, [1, T, D], is
+        used as it is), prefill, constrained decode (steering around ``dead`` token sequences)."""
         t0 = time.perf_counter()
         views = pixels if isinstance(pixels, list) else [pixels]
-        image_embeds = np.concatenate([self.engine.encode(p) for p in views], axis=1)
+        image_embeds = np.concatenate([self.engine.encode(p) if p.ndim == 4 else p for p in views], axis=1)
         t1 = time.perf_counter()
         instr = self.tokenizer.encode(instruction)
         embeds = self.engine.prompt_embeds(self.prompt, image_embeds, instr)

@@ -312,6 +312,10 @@ class TorchRuntime:
         self._preprocess = preprocess
         self.last: dict = {}
 
+    def encode_view(self, pixels: np.ndarray) -> np.ndarray:
+        """The view as it is: the tower runs inside every step here (``VLMRuntime`` encodes once)."""
+        return pixels
+
     @torch.no_grad()
     def decode_view(self, pixels, instruction: str, dead=None):
         import time

@@ -84,9 +84,10 @@ def test_runtime_uses_configured_codec(exported):
     validate_action(action.fields())
 
 
-@pytest.mark.parametrize("draft_seed", [0, 1])
-def test_speculative_output_identical_to_greedy(exported, draft_seed):
-    """draft_seed 0: the draft equals the target (high acceptance); 1: an unrelated random draft."""
+@pytest.mark.parametrize("draft_seed,focus", [(0, False), (1, False), (0, True)])
+def test_speculative_output_identical_to_greedy(exported, draft_seed, focus):
+    """draft_seed 0: the draft equals the target (high acceptance); 1: an unrelated random draft;
+    focus: through the RoI passes, where the draft reads the pixels of the full view itself."""
     import tempfile
 
     from edge_vla.export.exporter import export_model
@@ -94,13 +95,17 @@ def test_speculative_output_identical_to_greedy(exported, draft_seed):
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as d:
-        out = export_model(tiny("student"), Path(d) / "b", draft=tiny("student", seed=draft_seed), parity_steps=2)
+        out = export_model(tiny("student"), Path(d) / "b", draft=tiny("student", seed=draft_seed), parity_steps=2,
+                           focus=focus)
         plain = load_runtime(model_cfg(out))
         spec = load_runtime(model_cfg(out, speculative=True, speculate_k=3))
         rng = np.random.default_rng(7)
         for _ in range(40):
             img = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
             instr = " ".join(rng.choice(WORDS, 3))
+            for rt in (spec, plain):
+                if rt.roi is not None:
+                    rt.roi.box = None
             assert spec.infer(img, instr)[0] == plain.infer(img, instr)[0]
         rate = spec.draft.acceptance_rate
         if draft_seed == 0:

@@ -39,3 +39,25 @@ def test_crop_view_is_the_box_region():
     full = map_action(Action(type="click", x=int(round(nx)), y=int(round(ny))), box)
     assert abs(full.x - to_normalized(644.5, 0, 1280, 720)[0]) <= 2
     assert abs(full.y - to_normalized(0, 364.5, 1280, 720)[1]) <= 3
+
+
+def test_with_clicks_dead_a_re_aim_at_the_crop_already_shown_is_dead_too():
+    from types import SimpleNamespace
+
+    from edge_vla.runtime.grammar import ActionGrammar, ActionVocab
+    from edge_vla.runtime.roi import RoiState
+
+    vocab = ActionVocab(start=300, bins=200, focus=True)
+    grammar = ActionGrammar(vocab)
+    state = RoiState(SimpleNamespace(grammar=grammar, cfg=SimpleNamespace(roi_crop_scale=0.35)))
+
+    def focus(x0, y0, x1, y1):  # a FOCUS box in full-frame bins (5 units each)
+        return [vocab.focus_id] + [vocab.bin_id(b) for b in (x0, y0, x1, y1)] + [vocab.end_id]
+
+    shown = crop_box(grammar.to_decoded(focus(80, 80, 90, 90)).focus_box, 1280, 720, 0.35)
+    clicks_dead = lambda tokens: tokens[0] == vocab.type_id("click")  # noqa: E731
+    dead = state._or_same_aim(clicks_dead, shown, 1280, 720)
+    assert dead([vocab.type_id("click"), vocab.bin_id(10), vocab.bin_id(10), vocab.end_id])
+    assert dead(focus(81, 79, 91, 91))  # the same crop again: it would find the same dead clicks
+    assert not dead(focus(150, 20, 160, 30))  # elsewhere: a new look
+    assert not dead([vocab.type_id("wait"), vocab.end_id])
