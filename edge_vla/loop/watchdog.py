@@ -14,7 +14,9 @@ toggle clicked twice: no way forward, counts in full). A dead click is the
 element under it (``loop.elements``), else its signature cell. It stays dead
 while its part of the screen looks as it did when it was found dead: changes
 that the agent's own actions made elsewhere (a toast) leave it, a new screen
-the app made by itself (an error cleared) revives everything.
+the app made by itself (an error cleared) revives all but the executor's failures
+(nothing is there to act on; live content such as a chart changes the screen
+all the time).
 Escalation, one step at a time and at least ``escalate_every_s`` apart:
 1. a different action (``loop.alternatives``) instead of the dead one;
 2. ``loop.reset_action`` (a reset action, a key such as F5, or a reset request event);
@@ -93,6 +95,7 @@ class _Dead:
     ref: np.ndarray | None
     region: tuple[int, int, int, int] | None
     count: int = 0
+    certain: bool = False  # the executor said it failed: nothing there to act on, whatever else changes
 
     def matches(self, action: Action) -> bool:
         if isinstance(self.key, DeadArea):
@@ -131,7 +134,8 @@ class StuckWatchdog:
                 self._found_dead(v, self.cfg.avoid_after)
                 return
         # the executor saying it failed is certain; a picture that did not change may yet (a slow app)
-        self._found_dead(v, self.cfg.avoid_after if v.status in ("failed", "rejected") else 1)
+        certain = v.status in ("failed", "rejected")
+        self._found_dead(v, self.cfg.avoid_after if certain else 1, certain)
 
     def on_state(self, thumb: np.ndarray) -> None:
         """The screen about to be decided on (the grey thumbnail every stage shares)."""
@@ -139,7 +143,8 @@ class StuckWatchdog:
         if self.screen is not None and not same_screen(self.screen, thumb, self.cfg.pixel_threshold):
             ours = self.expected is not None and same_screen(self.expected, thumb, self.cfg.pixel_threshold)
             if not ours and not self._seen(thumb) and self._much_changed(self.screen, thumb):
-                self.dead.clear()  # the app changed on its own (an error cleared): what was dead may work now
+                # the app changed on its own (an error cleared): what did nothing may work now
+                self.dead = [d for d in self.dead if d.certain]
             self.expected = None
         if not self._seen(thumb):
             self.seen.append(thumb)
@@ -160,7 +165,7 @@ class StuckWatchdog:
     def _standing(self) -> list[_Dead]:
         return [d for d in self.dead if self.screen is None or self._looks_same(d, self.screen)]
 
-    def _found_dead(self, v: Verdict, n: int) -> None:
+    def _found_dead(self, v: Verdict, n: int, certain: bool = False) -> None:
         action = v.action
         ref = v.before if v.before is not None else self.screen
         entry = next((d for d in self.dead if d.matches(action) and (ref is None or self._looks_same(d, ref))), None)
@@ -169,6 +174,7 @@ class StuckWatchdog:
             entry = _Dead(key, ref, region)
             self.dead = self.dead[-(DEAD_KEPT - 1):] + [entry]
         entry.count += n
+        entry.certain |= certain
 
     def _identity(self, v: Verdict) -> tuple[Hashable, tuple[int, int, int, int] | None]:
         """What was dead and the part of the screen it depends on: for a click, the element under it
