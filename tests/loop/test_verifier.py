@@ -193,11 +193,24 @@ def act(wd, v, before, after, t, status="executed", **point):
     return [x.result for x in out]
 
 
-def test_a_click_that_did_nothing_makes_the_whole_element_dead():
+def watching(img):
     cfg = LoopConfig()
     wd, v = StuckWatchdog(cfg, now=0.0), Verifier(cfg)
+    wd.on_state(grey_thumb(img))
+    return wd, v
+
+
+def with_a_dead_button():
     s = screen()
-    wd.on_state(grey_thumb(s))
+    wd, v = watching(s)
+    for t in (1.0, 10.0):  # pressed twice, nothing changed
+        act(wd, v, s, s, t, x=500, y=500)
+    return wd, v, s
+
+
+def test_a_click_that_did_nothing_makes_the_whole_element_dead():
+    s = screen()
+    wd, v = watching(s)
     assert act(wd, v, s, s, 1.0, x=500, y=500) == ["unchanged"]
     assert wd.avoid() == frozenset()  # once may be a slow app
     act(wd, v, s, s, 10.0, x=420, y=470)  # another point of the same button: the same element
@@ -209,12 +222,7 @@ def test_a_click_that_did_nothing_makes_the_whole_element_dead():
 
 
 def test_an_element_stays_dead_while_it_looks_the_same():
-    cfg = LoopConfig()
-    wd, v = StuckWatchdog(cfg, now=0.0), Verifier(cfg)
-    s = screen()
-    wd.on_state(grey_thumb(s))
-    for t in (1.0, 10.0):
-        act(wd, v, s, s, t, x=500, y=500)
+    wd, v, s = with_a_dead_button()
     toast = screen(toast=True)
     assert act(wd, v, s, toast, 20.0) == ["changed"]  # another action changed another part of the screen
     assert len(wd.avoid()) == 1
@@ -228,12 +236,7 @@ def test_an_element_stays_dead_while_it_looks_the_same():
 
 
 def test_a_screen_the_app_changed_by_itself_revives_what_did_nothing_but_not_what_failed():
-    cfg = LoopConfig()
-    wd, v = StuckWatchdog(cfg, now=0.0), Verifier(cfg)
-    s = screen()
-    wd.on_state(grey_thumb(s))
-    for t in (1.0, 10.0):
-        act(wd, v, s, s, t, x=500, y=500)
+    wd, v, s = with_a_dead_button()
     act(wd, v, s, s, 20.0, status="failed", x=100, y=900)  # the executor: nothing clickable there
     assert len(wd.avoid()) == 2
     wd.on_state(grey_thumb(screen(banner=False)))  # the validation error cleared: the button may work now
@@ -241,10 +244,8 @@ def test_a_screen_the_app_changed_by_itself_revives_what_did_nothing_but_not_wha
 
 
 def test_an_action_that_leads_back_to_a_screen_already_seen_is_dead_at_once():
-    cfg = LoopConfig()
-    wd, v = StuckWatchdog(cfg, now=0.0), Verifier(cfg)
     off, on = screen(), screen(box=(30, 160, 60))  # a toggle: clicking it flips its colour
-    wd.on_state(grey_thumb(off))
+    wd, v = watching(off)
     assert act(wd, v, off, on, 1.0, x=500, y=500) == ["changed"]
     assert wd.avoid() == frozenset()  # a new screen: progress
     assert act(wd, v, on, off, 2.0, x=500, y=500) == ["changed"]  # and back
@@ -255,9 +256,7 @@ def test_an_action_that_leads_back_to_a_screen_already_seen_is_dead_at_once():
 
 
 def test_an_executor_failure_is_dead_at_once():
-    cfg = LoopConfig()
-    wd, v = StuckWatchdog(cfg, now=0.0), Verifier(cfg)
     s = screen()
-    wd.on_state(grey_thumb(s))
+    wd, v = watching(s)
     assert act(wd, v, s, s, 1.0, status="failed", x=100, y=900) == ["unchanged"]
     assert wd.avoid() == {signature(Action(type="click", x=100, y=900))}  # page background: its cell
