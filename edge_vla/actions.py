@@ -170,6 +170,12 @@ def point_signature(kind: str, x: int, y: int) -> tuple:
     return (kind, (x // SIGNATURE_CELL, y // SIGNATURE_CELL), None, None, None, None)
 
 
+def signature_cell(x: int, y: int) -> tuple[int, int, int, int]:
+    """The box (0..1000) of the signature cell holding a point: where clicks count as the same."""
+    cx, cy = x // SIGNATURE_CELL * SIGNATURE_CELL, y // SIGNATURE_CELL * SIGNATURE_CELL
+    return (cx, cy, cx + SIGNATURE_CELL, cy + SIGNATURE_CELL)
+
+
 @dataclass(frozen=True)
 class DeadArea:
     """A dead element rather than a dead cell: a one-point action of ``kind`` anywhere in ``box``

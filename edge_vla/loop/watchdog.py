@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..actions import NORM, ONE_POINT, SIGNATURE_CELL, Action, DeadArea, signature
+from ..actions import NORM, ONE_POINT, Action, DeadArea, signature, signature_cell
 from ..config import LoopConfig
 from .elements import element_at
 from .verifier import Verdict, region_changed
@@ -140,13 +140,14 @@ class StuckWatchdog:
     def on_state(self, thumb: np.ndarray) -> None:
         """The screen about to be decided on (the grey thumbnail every stage shares)."""
         state = screen_state(thumb)
+        seen = self._seen(thumb)
         if self.screen is not None and not same_screen(self.screen, thumb, self.cfg.pixel_threshold):
             ours = self.expected is not None and same_screen(self.expected, thumb, self.cfg.pixel_threshold)
-            if not ours and not self._seen(thumb) and self._much_changed(self.screen, thumb):
+            if not ours and not seen and self._much_changed(self.screen, thumb):
                 # the app changed on its own (an error cleared): what did nothing may work now
                 self.dead = [d for d in self.dead if d.certain]
             self.expected = None
-        if not self._seen(thumb):
+        if not seen:
             self.seen.append(thumb)
         self.screen = thumb
         if self.states and state != self.states[-1]:  # what it waited for may have come
@@ -185,9 +186,7 @@ class StuckWatchdog:
         area = element_at(v.image, a.x, a.y, a.type) if v.image is not None else None
         if area is not None:
             return area, area.box
-        cx, cy = a.x // SIGNATURE_CELL, a.y // SIGNATURE_CELL
-        return signature(a), (cx * SIGNATURE_CELL, cy * SIGNATURE_CELL, (cx + 1) * SIGNATURE_CELL,
-                              (cy + 1) * SIGNATURE_CELL)
+        return signature(a), signature_cell(a.x, a.y)
 
     def _looks_same(self, d: _Dead, thumb: np.ndarray) -> bool:
         if d.ref is None:

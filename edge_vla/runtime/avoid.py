@@ -37,13 +37,16 @@ def is_dead(action: Action, avoid: Iterable) -> bool:
     if action.type in NEVER_DEAD:
         return False
     if action.type in ONE_POINT and action.x is not None and action.y is not None:
-        return _point_dead(action.type, action.x, action.y, avoid)
+        return _point_dead(action.type, action.x, action.y, avoid, _areas(avoid))
     return signature(action) in avoid
 
 
-def _point_dead(kind: str, x: int, y: int, avoid: Iterable) -> bool:
-    return point_signature(kind, x, y) in avoid or any(  # type: ignore[operator]
-        a.holds(kind, x, y) for a in avoid if isinstance(a, DeadArea))
+def _areas(avoid: Iterable) -> list[DeadArea]:
+    return [a for a in avoid if isinstance(a, DeadArea)]
+
+
+def _point_dead(kind: str, x: int, y: int, avoid, areas: list[DeadArea]) -> bool:
+    return point_signature(kind, x, y) in avoid or any(a.holds(kind, x, y) for a in areas)
 
 
 def dead_tokens(grammar: ActionGrammar, avoid: Iterable,
@@ -54,6 +57,7 @@ def dead_tokens(grammar: ActionGrammar, avoid: Iterable,
     if not avoid:
         return None
 
+    areas = _areas(avoid)
     v = grammar.v
     clicks = {v.type_id(t): t for t in v.types if t in ONE_POINT}
     bin0 = v.bin_id(0)
@@ -64,7 +68,7 @@ def dead_tokens(grammar: ActionGrammar, avoid: Iterable,
             x, y = v.bin_centre(tokens[1] - bin0), v.bin_centre(tokens[2] - bin0)
             if to_frame is not None:
                 x, y = to_frame(x, y)
-            return _point_dead(kind, x, y, avoid)
+            return _point_dead(kind, x, y, avoid, areas)
         action = grammar.to_decoded(tokens).action
         if action is None:  # a focus box only moves the view
             return False

@@ -20,9 +20,9 @@ class Runtime(Protocol):
     name: str
 
     def infer(self, image: np.ndarray, instruction: str,
-              avoid: Iterable[tuple] = frozenset()) -> tuple[Action, dict[str, float]]:
+              avoid: Iterable = frozenset()) -> tuple[Action, dict[str, float]]:
         """One action for one RGB frame, plus the time each step took in ms; the model's best action
-        that is not dead (``avoid``: signatures the loop found dead, ``runtime.avoid``)."""
+        that is not dead (``avoid``: what the loop found dead, signatures and ``DeadArea``s, ``runtime.avoid``)."""
 
 
 def register(family: str, target: str) -> None:

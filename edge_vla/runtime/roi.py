@@ -61,7 +61,7 @@ class RoiState:
         self.box: tuple[int, int, int, int] | None = None
         self.scale = float(getattr(runtime.cfg, "roi_crop_scale", 0.35))
 
-    def infer(self, image: np.ndarray, instruction: str, avoid: Iterable[tuple] = frozenset()):
+    def infer(self, image: np.ndarray, instruction: str, avoid: Iterable = frozenset()):
         rt, s = self.rt, self.rt.image_size
         h, w = image.shape[:2]
         pixels = preprocess(image, s)

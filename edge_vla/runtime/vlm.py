@@ -224,14 +224,14 @@ class VLMRuntime:
         self.last: dict = {}
 
     def infer(self, image: np.ndarray, instruction: str,
-              avoid: Iterable[tuple] = frozenset()) -> tuple[Action, dict[str, float]]:
-        """One action for one frame; ``avoid``: signatures the loop found dead (``runtime.avoid``)."""
+              avoid: Iterable = frozenset()) -> tuple[Action, dict[str, float]]:
+        """One action for one frame; ``avoid``: what the loop found dead (``runtime.avoid``)."""
         if self.roi is not None:
             return self.roi.infer(image, instruction, avoid)
         return self.infer_view(preprocess(image, self.image_size), instruction, avoid)
 
     def infer_view(self, pixels: np.ndarray, instruction: str,
-                   avoid: Iterable[tuple] = frozenset()) -> tuple[Action, dict[str, float]]:
+                   avoid: Iterable = frozenset()) -> tuple[Action, dict[str, float]]:
         dead = dead_tokens(self.grammar, avoid)
         decoded, stages = self.decode_view(pixels, instruction, dead)
         if decoded.action is None:  # a focus box where no RoI loop is running: nothing to act on
