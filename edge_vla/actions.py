@@ -41,6 +41,24 @@ _TYPE_FIELDS = frozenset({"x", "y", "x2", "y2", "text", "key", "dx", "dy"})
 Coord = Field(default=None, ge=0, le=NORM)
 
 
+class Target(BaseModel):
+    """The perceived element an action was chosen on (set-of-marks policies): what was meant, not
+    only where. ``box`` is 0..1000, full-frame normalized."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=32)
+    text: str | None = Field(default=None, max_length=256)
+    box: tuple[int, int, int, int]
+
+    @model_validator(mode="after")
+    def _box_in_frame(self) -> "Target":
+        x0, y0, x1, y1 = self.box
+        if not (0 <= x0 <= x1 <= NORM and 0 <= y0 <= y1 <= NORM):
+            raise ValueError(f"target box {self.box} is not ordered inside 0..{NORM}")
+        return self
+
+
 class Action(BaseModel):
     """What the model decided, before stream metadata is attached."""
 
@@ -55,6 +73,7 @@ class Action(BaseModel):
     key: str | None = Field(default=None, min_length=1, max_length=32)
     dx: int | None = Field(default=None, ge=-NORM, le=NORM)
     dy: int | None = Field(default=None, ge=-NORM, le=NORM)
+    target: Target | None = None  # optional on any type: the element meant
 
     @model_validator(mode="after")
     def _fields_match_type(self) -> "Action":

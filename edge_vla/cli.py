@@ -63,11 +63,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except BundleError as exc:
         print(f"edge-vla: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    from .runtime.marks import MarksBase
+
+    if args.elements and not isinstance(runtime, MarksBase):
+        print(f"edge-vla: --elements: {model.path} has no perception stage (family "
+              f"{type(runtime).__name__}); use a marks or textmatch bundle", file=sys.stderr)
+        return EXIT_USAGE
     t0 = time.perf_counter()
     action, stages = runtime.infer(image, args.instruction)
     stages["total"] = (time.perf_counter() - t0) * 1e3
     out = {"v": 1, **action.fields(), "model": runtime.name,
            "latency_ms": {k: round(v, 3) for k, v in stages.items()}}
+    if args.elements:
+        out["elements"] = runtime.state().layer.describe()
     print(json.dumps(out))
     return 0
 
@@ -108,6 +116,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     obs = _observe(args, settings, on_action=show)
     rep = harness.report(obs)
     executed = sum(1 for f in obs.feedback if f.get("status") == "executed")
+    sim = obs.daemon.sim_executor.executor if obs.daemon and obs.daemon.sim_executor else None
+    if sim is not None:
+        tasks = sim.tasks()
+        print(f"\ntasks: {sum(t['success'] for t in tasks)} of {len(tasks)} succeeded")
+        for i, t in enumerate(tasks, 1):
+            state = "succeeded" if t["success"] else ("unfinished" if i == len(tasks) else "failed")
+            print(f"  task {i}: {t['instruction']!r} {state} after {t['steps']} actions")
     print(f"\n{rep['actions_received']} actions in {rep['seconds']} s ({rep['actions_per_s']}/s), "
           f"{executed} executed by the simulator, {rep['invalid_actions']} invalid")
     print(format_table(rep["latency_ms"]))
@@ -165,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--image", required=True)
     pr.add_argument("--instruction", required=True)
     pr.add_argument("--model", help="model bundle folder (default: model.path)")
+    pr.add_argument("--elements", action="store_true",
+                    help="also print the perceived elements the action was chosen among (marks bundles)")
     pr.set_defaults(func=cmd_predict)
 
     from .export.cli import add_parser as add_export_parser  # argparse only; torch loads in the handler

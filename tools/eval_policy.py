@@ -6,8 +6,9 @@
 
 Grounding accuracy on held-out screens (the click lands inside the target's box)
 per resolution, theme and task; the RoI crop stage alone; closed-loop task
-success, mean steps and time per task; latency per stage. Works on any exported
-``vlm`` bundle (numpy + onnxruntime only).
+success, mean steps and time per task; latency per stage. Works on any bundle
+(``vlm``, ``marks``, the ``textmatch`` baseline; numpy + onnxruntime only); ``--real-pages DIR`` adds
+grounding on real HTML pages rendered by ``tools/real_pages.py``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--daemon", type=int, default=0,
                     help="also run this many held-out tasks through the full daemon over MQTT")
     ap.add_argument("--daemon-seconds", type=float, default=10.0, help="wall time per daemon task")
+    ap.add_argument("--real-pages", help="folder from tools/real_pages.py: grounding on real HTML pages")
     ap.add_argument("--out", help="also write the JSON here")
     a = ap.parse_args(argv)
 
@@ -73,6 +75,8 @@ def main(argv=None) -> int:
         loop = None if a.no_loop_memory else LoopConfig()
         out["closed_loop"] = ev.closed_loop(rt, a.closed_loop, seed=a.seed, max_steps=a.max_steps, loop=loop,
                                             resolutions=res, stages=stages)
+    if a.real_pages:
+        out["real_pages"] = ev.real_page_grounding(rt, a.real_pages)
     out["latency_ms"] = ev.latency(stages)
     if a.daemon:
         out["daemon"] = ev.through_daemon(a.bundle, a.daemon, seed=a.seed, seconds=a.daemon_seconds,

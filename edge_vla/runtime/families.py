@@ -13,16 +13,19 @@ from ..config import ModelConfig
 from .bundle import Bundle, BundleError
 
 _FAMILIES: dict[str, str] = {"heads": "edge_vla.runtime.heads:HeadsRuntime",
-                             "vlm": "edge_vla.runtime.vlm:VLMRuntime"}
+                             "vlm": "edge_vla.runtime.vlm:VLMRuntime",
+                             "marks": "edge_vla.runtime.marks:MarksRuntime",
+                             "textmatch": "edge_vla.runtime.marks:TextMatchRuntime"}
 
 
 class Runtime(Protocol):
     name: str
 
-    def infer(self, image: np.ndarray, instruction: str,
-              avoid: Iterable = frozenset()) -> tuple[Action, dict[str, float]]:
+    def infer(self, image: np.ndarray, instruction: str, avoid: Iterable = frozenset(),
+              stream: str = "default") -> tuple[Action, dict[str, float]]:
         """One action for one RGB frame, plus the time each step took in ms; the model's best action
-        that is not dead (``avoid``: what the loop found dead, signatures and ``DeadArea``s, ``runtime.avoid``)."""
+        that is not dead (``avoid``: what the loop found dead, signatures and ``DeadArea``s, ``runtime.avoid``).
+        ``stream``: whose frame it is, for runtimes that keep per-stream state (the element layer)."""
 
 
 def register(family: str, target: str) -> None:

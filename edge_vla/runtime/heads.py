@@ -43,8 +43,8 @@ class HeadsRuntime:
         small = Image.fromarray(image).resize((self.size, self.size), Image.BILINEAR, reducing_gap=2.0)
         return (np.asarray(small, dtype=np.float32) * (1 / 255)).transpose(2, 0, 1)[None]
 
-    def infer(self, image: np.ndarray, instruction: str,
-              avoid: Iterable = frozenset()) -> tuple[Action, dict[str, float]]:
+    def infer(self, image: np.ndarray, instruction: str, avoid: Iterable = frozenset(),
+              stream: str = "default") -> tuple[Action, dict[str, float]]:
         t0 = time.perf_counter()
         pixels = self.preprocess(image)
         tokens = self.tokenizer.encode(instruction)

@@ -223,9 +223,10 @@ class VLMRuntime:
             self.roi = RoiState(self)
         self.last: dict = {}
 
-    def infer(self, image: np.ndarray, instruction: str,
-              avoid: Iterable = frozenset()) -> tuple[Action, dict[str, float]]:
-        """One action for one frame; ``avoid``: what the loop found dead (``runtime.avoid``)."""
+    def infer(self, image: np.ndarray, instruction: str, avoid: Iterable = frozenset(),
+              stream: str = "default") -> tuple[Action, dict[str, float]]:
+        """One action for one frame; ``avoid``: what the loop found dead (``runtime.avoid``); stateless
+        across frames, so ``stream`` does not matter."""
         if self.roi is not None:
             return self.roi.infer(image, instruction, avoid)
         return self.infer_view(preprocess(image, self.image_size), instruction, avoid)

@@ -33,6 +33,7 @@ class SimExecutor:
         self.on_new_task = on_new_task
         self.tasks_completed = 0
         self.steps_per_task: list[int] = []  # steps each completed task took
+        self.finished: list[dict] = []  # each task left behind: instruction, success, steps
         self.counts = {"executed": 0, "failed": 0, "rejected": 0}
         self._success_at: float | None = None
         self._lock = threading.RLock()
@@ -96,8 +97,16 @@ class SimExecutor:
             if self.auto_next and w.time - self._success_at >= self.settle_s:
                 self.next_task()
 
+    def tasks(self) -> list[dict]:
+        """Every task so far, the current one last: instruction, whether it succeeded, steps taken."""
+        with self._lock:
+            w = self.world
+            return [*self.finished, {"instruction": w.instruction, "success": w.success, "steps": w.steps}]
+
     def next_task(self, task: str | None = None) -> None:
         with self._lock:
+            w = self.world
+            self.finished.append({"instruction": w.instruction, "success": w.success, "steps": w.steps})
             self.world.new_task(task)
             self._success_at = None
             if self.on_new_task is not None:

@@ -40,9 +40,13 @@ Runtime = Any
 
 
 def _reset(rt: Runtime) -> None:
+    """Between cases: no RoI box carried over, no memory of the last task's actions."""
     roi = getattr(rt, "roi", None)
     if roi is not None:
         roi.box = None
+    reset = getattr(rt, "reset", None)
+    if reset is not None:
+        reset()
 
 
 def _rate(hits: int, n: int) -> dict:
@@ -297,3 +301,28 @@ def through_daemon(bundle: str, n_tasks: int, seed: int = 0, seconds: float = 10
             "seconds_per_task": seconds, "actions": actions, "resolution": f"{width}x{height}",
             "glass_to_action_ms": {**g2a_ms, "n": len(g2a)},
             "per_task": {k: {**v, "success_rate": v["success"] / v["n"]} for k, v in sorted(per_kind.items())}}
+
+
+def real_page_grounding(rt: Runtime, folder: str) -> dict:
+    """Grounding on screenshots of real HTML pages (``tools/real_pages.py``: admin templates from npm,
+    rendered in Chromium, target boxes from the DOM). Never tuned on: a check of screens nobody here drew."""
+    import json
+    from pathlib import Path
+
+    from PIL import Image
+
+    cases = json.loads((Path(folder) / "cases.json").read_text())
+    by_kind: dict = defaultdict(lambda: [0, 0])
+    by_size: dict = defaultdict(lambda: [0, 0])
+    hits = 0
+    for c in cases:
+        image = np.asarray(Image.open(Path(folder) / c["image"]).convert("RGB"))
+        _reset(rt)
+        action, _ = rt.infer(image, c["instruction"])
+        hit = is_hit(action, tuple(c["box"]), image.shape[1], image.shape[0])
+        hits += hit
+        for d, k in ((by_kind, c["kind"]), (by_size, f"{image.shape[1]}x{image.shape[0]}")):
+            d[k][0] += hit
+            d[k][1] += 1
+    return {**_rate(hits, len(cases)), "per_kind": {k: _rate(*v) for k, v in sorted(by_kind.items())},
+            "per_resolution": {k: _rate(*v) for k, v in sorted(by_size.items())}}

@@ -1,0 +1,287 @@
+"""Set-of-marks runtimes: the perceived elements are the choices, the model picks one and what to do.
+
+Two families share perception and the mapping from a mark to a contract action:
+- ``marks``: the trained student (``chooser.onnx``): instruction words + elements (text, box, kind,
+  match with the instruction, a small crop) -> action type, a mark, a span of the instruction to type;
+- ``textmatch``: the non-learned baseline: click the element whose text best matches the instruction.
+The grammar is the element list: a click can only land on a mark that exists.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ..actions import NORM, Action, Target, to_normalized, to_pixels
+from ..config import ModelConfig
+from ..perception.layer import KINDS, ElementLayer, Perceiver, UIElement
+from ..perception.match import best_matches, words
+from ..perception.text import (DET_FILE, REC_FILE, WEIGHTS_PACKAGE, PerceptionWeightsError, TextReader, sha256,
+                               weight_files)
+from .avoid import is_dead
+from .bundle import Bundle, BundleError
+from .session import open_session
+
+MAX_WORDS, MAX_ELEMENTS, MAX_CHARS = 24, 64, 16
+CROP_H, CROP_W = 12, 24
+N_FEATS, N_GLOBAL = 22, 8
+TYPES = ("click", "type", "key", "scroll_down", "scroll_up", "wait", "done")
+LAST = ("none", "click", "type", "key", "scroll", "wait")  # the previous action, as the model sees it
+SCROLL_DY = 400
+MATCH_MIN = 0.8  # the baseline's bar for "this element says what the instruction names"
+GRAPH = "chooser.onnx"
+
+
+def perception_spec(det_side: int = 960) -> dict:
+    """The manifest entry that pins the OCR weights: a bundle is evaluated with these exact files."""
+    files = weight_files()
+    return {"package": f"{WEIGHTS_PACKAGE.replace('_', '-')}==1.4.4", "det_side": det_side,
+            "files": {"det": {"name": DET_FILE, "sha256": sha256(files["det"])},
+                      "rec": {"name": REC_FILE, "sha256": sha256(files["rec"])}}}
+
+
+# -- features (the trainer builds its samples with the same function) -------------------------------
+
+def _bytes(text: str) -> np.ndarray:
+    b = text.lower().encode("utf-8", "replace")[:MAX_CHARS]
+    out = np.zeros(MAX_CHARS, np.int64)
+    out[: len(b)] = np.frombuffer(b, np.uint8)
+    return out
+
+
+def _crop(image: np.ndarray, box: tuple) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    c = image[y0:y1, x0:x1]
+    # subsample first: a panel at 4K is millions of pixels and only 12x24 are kept
+    sy, sx = max(1, c.shape[0] // (CROP_H * 4)), max(1, c.shape[1] // (CROP_W * 4))
+    c = np.ascontiguousarray(c[::sy, ::sx])
+    if c.size == 0:
+        return np.zeros((3, CROP_H, CROP_W), np.float32)
+    small = np.asarray(Image.fromarray(c).resize((CROP_W, CROP_H), Image.BILINEAR), np.float32) / 255
+    return small.transpose(2, 0, 1)
+
+
+def featurize(layer: ElementLayer, image: np.ndarray, instruction: str, last: str = "none",
+              last_point: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], list[UIElement]]:
+    """The chooser's inputs for one frame, and the elements in the order of its mark outputs."""
+    elements = list(layer.elements[:MAX_ELEMENTS])
+    ws = words(instruction)[:MAX_WORDS]
+    w, h = layer.width, layer.height
+    word_bytes = np.zeros((1, MAX_WORDS, MAX_CHARS), np.int64)
+    word_mask = np.zeros((1, MAX_WORDS), np.float32)
+    for i, wd in enumerate(ws):
+        word_bytes[0, i] = _bytes(wd)
+        word_mask[0, i] = 1
+    texts = np.zeros((1, MAX_ELEMENTS, MAX_CHARS), np.int64)
+    feats = np.zeros((1, MAX_ELEMENTS, N_FEATS), np.float32)
+    crops = np.zeros((1, MAX_ELEMENTS, 3, CROP_H, CROP_W), np.float32)
+    mask = np.zeros((1, MAX_ELEMENTS), np.float32)
+    matches = best_matches([e.text for e in elements], instruction)
+    panels = [e.box for e in elements if e.kind == "panel"]
+    nw = max(1, len(ws))
+    for i, (e, (score, start, span)) in enumerate(zip(elements, matches)):
+        x0, y0, x1, y1 = e.box
+        f = feats[0, i]
+        f[KINDS.index(e.kind)] = 1
+        f[5] = 0 if e.checked is None else (1 if e.checked else -1)
+        f[6:10] = x0 / w, y0 / h, x1 / w, y1 / h
+        f[10:12] = (x1 - x0) / w, (y1 - y0) / h
+        f[12], f[13], f[14], f[15] = score, start / nw, span / 6, float(score >= 0.95)
+        if last_point is not None:
+            f[16] = float(x0 <= last_point[0] < x1 and y0 <= last_point[1] < y1)
+        f[17] = float(any(p != e.box and p[0] <= x0 and p[1] <= y0 and x1 <= p[2] and y1 <= p[3] for p in panels))
+        f[18] = e.confidence
+        f[19] = min(1.0, len(e.text) / 30)
+        f[20] = (y0 + y1) / 2 / h - 0.5  # centred positions: above or below the middle
+        f[21] = (x0 + x1) / 2 / w - 0.5
+        texts[0, i] = _bytes(e.text)
+        crops[0, i] = _crop(image, e.box)
+        mask[0, i] = 1
+    g = np.zeros((1, N_GLOBAL), np.float32)
+    g[0, LAST.index(last) if last in LAST else 0] = 1
+    g[0, 6] = float(bool(panels))
+    g[0, 7] = len(elements) / MAX_ELEMENTS
+    return {"words": word_bytes, "word_mask": word_mask, "texts": texts, "feats": feats, "crops": crops,
+            "elem_mask": mask, "globals": g}, elements
+
+
+def point_of(e: UIElement, layer: ElementLayer) -> tuple[int, int]:
+    cx, cy = e.centre()
+    return to_normalized(cx, cy, layer.width, layer.height)
+
+
+def target_of(e: UIElement, layer: ElementLayer) -> Target:
+    x0, y0, x1, y1 = e.box
+    w, h = layer.width, layer.height
+    return Target(kind=e.kind, text=e.text or None,
+                  box=(x0 * NORM // w, y0 * NORM // h, min(NORM, -(-x1 * NORM // w)), min(NORM, -(-y1 * NORM // h))))
+
+
+def action_for(kind: str, e: UIElement | None, layer: ElementLayer, text: str | None = None) -> Action | None:
+    """The contract action for a chosen type and mark; None when the type needs a mark and has none."""
+    if kind in ("wait", "done"):
+        return Action(type=kind)
+    if kind == "key":
+        return Action(type="key", key="ctrl+a")
+    if e is None:
+        return None
+    x, y = point_of(e, layer)
+    target = target_of(e, layer)
+    if kind == "click":
+        return Action(type="click", x=x, y=y, target=target)
+    if kind == "type":
+        return Action(type="type", text=text, x=x, y=y, target=target) if text else None
+    return Action(type="scroll", x=x, y=y, dx=0, dy=SCROLL_DY if kind == "scroll_down" else -SCROLL_DY,
+                  target=target)
+
+
+@dataclass
+class StreamState:
+    """What a runtime remembers per stream: its element layer and the last action of the current task."""
+
+    perceiver: Perceiver
+    layer: ElementLayer | None = None
+    chosen: UIElement | None = None  # the mark behind the last action (the payload's ``target``)
+    instruction: str | None = None
+    last: str = "none"
+    last_point: tuple[int, int] | None = None
+
+
+class MarksBase:
+    """Perception per stream (one OCR session shared), the task memory, and the stage clock."""
+
+    def __init__(self, bundle: Bundle, cfg: ModelConfig):
+        m = bundle.manifest
+        self.name = m.name
+        spec = m.inputs.get("perception")
+        if not spec or set(spec.get("files", {})) != {"det", "rec"}:
+            raise BundleError(f"model bundle {bundle.path}: manifest inputs.perception must pin the det and rec "
+                              "OCR weights by sha256")
+        try:
+            self.reader = TextReader(threads=cfg.intra_threads, det_side=int(spec.get("det_side", 960)),
+                                     hashes={k: v["sha256"] for k, v in spec["files"].items()})
+        except PerceptionWeightsError as exc:
+            raise BundleError(f"model bundle {bundle.path}: {exc}") from None
+        self.streams: dict[str, StreamState] = {}
+
+    def state(self, stream: str = "default") -> StreamState:
+        if stream not in self.streams:
+            self.streams[stream] = StreamState(Perceiver(self.reader))
+        return self.streams[stream]
+
+    def reset(self, stream: str = "default") -> None:
+        """A new task: forget the previous action (the layer is kept: the screen is still what it was)."""
+        st = self.state(stream)
+        st.last, st.last_point, st.instruction, st.chosen = "none", None, None, None
+
+    def infer(self, image: np.ndarray, instruction: str, avoid: Iterable = frozenset(),
+              stream: str = "default", layer: ElementLayer | None = None) -> tuple[Action, dict[str, float]]:
+        t0 = time.perf_counter()
+        st = self.state(stream)
+        if instruction != st.instruction:
+            self.reset(stream)
+            st.instruction = instruction
+        st.layer = layer if layer is not None else st.perceiver.perceive(image)
+        t1 = time.perf_counter()
+        action, st.chosen, stages = self.choose(image, st, instruction, frozenset(avoid))
+        if action.type != "wait" or st.last == "none":
+            st.last = action.type if action.type in LAST else "none"
+        if action.x is not None and action.y is not None and action.type in ("click", "type"):
+            st.last_point = to_pixels(action.x, action.y, st.layer.width, st.layer.height)
+        return action, {"perceive": (t1 - t0) * 1e3, **stages}
+
+    def choose(self, image: np.ndarray, st: StreamState, instruction: str,
+               avoid: frozenset) -> tuple[Action, UIElement | None, dict[str, float]]:
+        raise NotImplementedError
+
+
+class TextMatchRuntime(MarksBase):
+    """The baseline: the text element that best matches a span of the instruction, clicked."""
+
+    def choose(self, image, st, instruction, avoid):
+        t0 = time.perf_counter()
+        layer = st.layer
+        texts = [e for e in layer.elements if e.kind == "text"]
+        ranked = sorted(zip(best_matches([e.text for e in texts], instruction), texts),
+                        key=lambda p: (-p[0][0], -p[0][2]))
+        for (score, _, _), e in ranked:
+            if score < MATCH_MIN:
+                break
+            a = action_for("click", e, layer)
+            if a is not None and not is_dead(a, avoid):
+                return a, e, {"decode": (time.perf_counter() - t0) * 1e3}
+        return Action(type="wait"), None, {"decode": (time.perf_counter() - t0) * 1e3}
+
+
+class MarksRuntime(MarksBase):
+    """The student: ``chooser.onnx`` scores action types and marks; the best live pair wins."""
+
+    def __init__(self, bundle: Bundle, cfg: ModelConfig):
+        super().__init__(bundle, cfg)
+        self.session = open_session(bundle.file(GRAPH), cfg)
+
+    def scores(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(None, inputs)))
+
+    def choose(self, image, st, instruction, avoid):
+        t0 = time.perf_counter()
+        inputs, elements = featurize(st.layer, image, instruction, st.last, st.last_point)
+        t1 = time.perf_counter()
+        out = self.scores(inputs)
+        t2 = time.perf_counter()
+        action, chosen = decode(out, elements, st.layer, instruction, avoid)
+        t3 = time.perf_counter()
+        return action, chosen, {"features": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max()
+    return x - np.log(np.exp(x).sum())
+
+
+def decode(out: dict[str, np.ndarray], elements: list[UIElement], layer: ElementLayer, instruction: str,
+           avoid: frozenset) -> tuple[Action, UIElement | None]:
+    """The most probable (type, mark) pair whose action is valid and not dead; ``wait`` if none is."""
+    lt = _log_softmax(out["type_logits"][0])
+    n = len(elements)
+    lm = _log_softmax(out["mark_logits"][0, :n]) if n else np.zeros(0)
+    ws = words(instruction)[:MAX_WORDS]
+    text = None
+    if ws:
+        s = out["span_start"][0, : len(ws)]
+        e = out["span_end"][0, : len(ws)]
+        best = max(((s[i] + e[j], i, j) for i in range(len(ws)) for j in range(i, min(len(ws), i + 6))))
+        text = " ".join(ws[best[1]: best[2] + 1])
+    candidates: list[tuple[float, str, UIElement | None]] = []
+    for ti, kind in enumerate(TYPES):
+        if kind in ("wait", "done", "key"):
+            candidates.append((lt[ti], kind, None))
+        else:
+            candidates += [(lt[ti] + lm[i], kind, elements[i]) for i in range(n)]
+    for _, kind, e in sorted(candidates, key=lambda c: -c[0]):
+        a = action_for(kind, e, layer, text)
+        if a is not None and not is_dead(a, avoid):
+            return a, e
+    return Action(type="wait"), None
+
+
+def write_bundle(folder, name: str, family: str, files: tuple = (), provenance: dict | None = None) -> None:
+    """A ``marks``/``textmatch`` bundle: the manifest pins the OCR weights by hash next to its own files."""
+    from pathlib import Path
+
+    from .bundle import Manifest, file_entry, write_manifest
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_manifest(folder, Manifest(
+        name=name, family=family, files={f: file_entry(folder / f) for f in files},
+        inputs={"perception": perception_spec(), "max_words": MAX_WORDS, "max_elements": MAX_ELEMENTS,
+                "max_chars": MAX_CHARS, "crop": [CROP_H, CROP_W], "feats": N_FEATS, "globals": N_GLOBAL},
+        tokenizer={"kind": "bytes", "per_word": MAX_CHARS, "lowercase": True},
+        action_vocab={"kind": "marks", "types": list(TYPES), "scroll_dy": SCROLL_DY, "keys": ["ctrl+a"]},
+        provenance=provenance or {}))

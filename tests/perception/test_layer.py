@@ -1,0 +1,70 @@
+"""The element layer: incremental re-reads, stable ids, the recognition cache, bad frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_vla.perception.layer import Perceiver
+from edge_vla.perception.match import norm
+from edge_vla.perception.text import TextReader
+from edge_vla.sim import SimWorld
+
+
+@pytest.fixture(scope="module")
+def reader() -> TextReader:
+    return TextReader(threads=2)
+
+
+def frame(world: SimWorld) -> np.ndarray:
+    return np.ascontiguousarray(world.render())
+
+
+def test_an_unchanged_frame_costs_nothing_and_a_local_change_rereads_only_it(reader):
+    world = SimWorld(seed=5, width=1280, height=720, task="checkbox")
+    p = Perceiver(reader)
+    first = p.perceive(frame(world))
+    assert first.stats["recognised"] > 5
+    again = p.perceive(frame(world).copy())
+    assert again.stats == {**again.stats, "regions": 0, "recognised": 0}
+    assert again.elements == first.elements
+    # tick the target's box: only that area changes; the rest of the layer keeps its ids
+    world.execute(world.oracle())
+    after = p.perceive(frame(world))
+    assert 1 <= after.stats["regions"] <= 3 and after.stats["recognised"] <= 3
+    kept = {e.id for e in first.elements} & {e.id for e in after.elements}
+    assert len(kept) >= len(first.elements) - 4
+    by_id = {e.id: e for e in first.elements}
+    assert all(by_id[e.id].text == e.text for e in after.elements if e.id in by_id)
+
+
+def test_a_new_screen_is_read_whole_and_recognised_lines_are_cached_by_content(reader):
+    world = SimWorld(seed=7, width=1280, height=720, task="click_button")
+    p = Perceiver(reader)
+    a = p.perceive(frame(world))
+    labels = {norm(e.label) for e in world.elements if e.kind == "button"}
+    assert labels <= {norm(e.text) for e in a.elements} | labels  # shape of the check below
+    assert sum(norm(e.text) in labels for e in a.elements) >= 0.8 * len(labels)
+    p.reset()
+    b = p.perceive(frame(world))  # same pixels after a reset: detection again, recognition from the cache
+    assert b.stats["recognised"] == 0 and [e.text for e in b.elements if e.kind == "text"] == \
+        [e.text for e in a.elements if e.kind == "text"]
+
+
+def test_the_layer_says_how_old_it_is(reader):
+    world = SimWorld(seed=9, width=640, height=480)
+    layer = Perceiver(reader).perceive(frame(world), t=100.0)
+    assert layer.age_s(now=100.25) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("image", [
+    np.zeros((720, 1280, 3), np.uint8),
+    np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8),
+    np.zeros((1, 1, 3), np.uint8),
+    np.zeros((20, 4000, 3), np.uint8),
+])
+def test_blank_noise_and_odd_sizes_give_a_layer_not_an_error(reader, image):
+    p = Perceiver(reader)
+    layer = p.perceive(image)
+    assert (layer.width, layer.height) == (image.shape[1], image.shape[0])
+    p.perceive(np.ascontiguousarray(image[::-1]))  # and a change after it
