@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +23,7 @@ TILE_DIFF = 6.0  # mean absolute grey difference for a tile to count as changed 
 GROW = 24  # px around a changed area: a line whose end changed is re-read whole
 WHOLE_SCREEN = 0.45  # a larger changed share re-reads the whole frame (cheaper than many regions)
 CACHE_LINES = 2048
+LIVE_FRAMES, LIVE_CHANGES, LIVE_TILES, LIVE_REFRESH_S = 4, 3, 6, 2.0
 KINDS = ("text", "box", "checkbox", "icon", "panel")
 
 Box = tuple[int, int, int, int]
@@ -79,6 +80,8 @@ class Perceiver:
         self._cache: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._image: np.ndarray | None = None  # the last frame read (a reference: frames are not mutated)
         self._previous: np.ndarray | None = None
+        self._recent: deque[np.ndarray] = deque()  # changed tiles of the last reads
+        self._live_read = -1e9
         self._next_id = 1
 
     def reset(self) -> None:
@@ -90,10 +93,13 @@ class Perceiver:
         h, w = image.shape[:2]
         grey = _tile_grey(image)
         old = self.layer
-        if old is None or self._grey is None or self._grey.shape != grey.shape or (old.width, old.height) != (w, h):
+        if old is not None and (old.width, old.height) != (w, h):
+            old = None  # another frame size: nothing of the old layer is where it was
+        if old is None or self._grey is None or self._grey.shape != grey.shape:
             regions: list[Box] = [(0, 0, w, h)]
+            self._recent.clear()
         else:
-            regions = _changed_regions(self._grey, grey, w, h)
+            regions = _regions(self._not_live(_change_mask(self._grey, grey), t), w, h)
         self._grey = grey
         self._previous, self._image = self._image, image
         if old is not None and not regions:
@@ -121,6 +127,24 @@ class Perceiver:
         self.layer = ElementLayer(tuple(elements), w, h, t, {"regions": len(regions), "recognised": recognised,
                                                              "ms": (time.perf_counter() - t0) * 1e3})
         return self.layer
+
+    def _not_live(self, changed: np.ndarray, t: float) -> np.ndarray:
+        """``changed`` less live content (a ticking chart, a video): a block of at least ``LIVE_TILES``
+        tiles that changed in ``LIVE_CHANGES`` of the last ``LIVE_FRAMES`` reads is re-read only every
+        ``LIVE_REFRESH_S``. A blinking caret or a field being typed into is smaller: read at once."""
+        self._recent.append(changed)
+        if len(self._recent) > LIVE_FRAMES:
+            self._recent.popleft()
+        hot = sum(m.astype(np.int32) for m in self._recent) >= LIVE_CHANGES
+        labels, n = ndimage.label(hot)
+        if not n or changed.mean() > WHOLE_SCREEN:
+            return changed
+        sizes = ndimage.sum_labels(hot, labels, index=np.arange(1, n + 1))
+        live = np.isin(labels, 1 + np.flatnonzero(sizes >= LIVE_TILES))
+        if not live.any() or t - self._live_read >= LIVE_REFRESH_S:
+            self._live_read = t
+            return changed
+        return changed & ~ndimage.binary_dilation(live)
 
     def _unchanged_line(self, image: np.ndarray, box: Box) -> UIElement | None:
         old, prev = self.layer, self._previous
@@ -162,20 +186,26 @@ class Perceiver:
 
 
 def _tile_grey(image: np.ndarray) -> np.ndarray:
+    """Green-channel means of 8x8 px sub-blocks (4x4 a tile): cheap at 4K, and a small change (a caret,
+    a tick) still moves a sub-block."""
     h, w = image.shape[:2]
     th, tw = h // TILE, w // TILE
     if not (th and tw):  # too small to tile: one tile of 4x4 samples, any change re-reads it whole
-        return image.mean(axis=2, dtype=np.float32)[np.ix_(np.linspace(0, h - 1, 4).astype(int),
-                                                           np.linspace(0, w - 1, 4).astype(int))]
-    g = image[: th * TILE, : tw * TILE].mean(axis=2, dtype=np.float32)
-    # tile means of 4x4 sub-blocks: cheap, and a small change (a caret, a tick) still moves a sub-block
-    s = TILE // 4
-    return g.reshape(th * 4, s, tw * 4, s).mean(axis=(1, 3))
+        return image[np.ix_(np.linspace(0, h - 1, 4).astype(int), np.linspace(0, w - 1, 4).astype(int))][..., 1] \
+            .astype(np.float32)
+    step = 2 if max(h, w) > 2000 else 1  # every other pixel at 4K, where a caret is 2-3 px wide
+    g = image[: th * TILE: step, : tw * TILE: step, 1]
+    s = TILE // 4 // step
+    return g.reshape(th * 4, s, tw * 4, s).mean(axis=(1, 3), dtype=np.float32)
 
 
-def _changed_regions(before: np.ndarray, after: np.ndarray, w: int, h: int) -> list[Box]:
+def _change_mask(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Changed tiles: a tile changed when any of its sub-blocks did."""
     diff = np.abs(after - before)
-    changed = diff.reshape(diff.shape[0] // 4, 4, diff.shape[1] // 4, 4).max(axis=(1, 3)) > TILE_DIFF
+    return diff.reshape(diff.shape[0] // 4, 4, diff.shape[1] // 4, 4).max(axis=(1, 3)) > TILE_DIFF
+
+
+def _regions(changed: np.ndarray, w: int, h: int) -> list[Box]:
     if not changed.any():
         return []
     if changed.mean() > WHOLE_SCREEN:

@@ -1,8 +1,7 @@
-"""Non-text screen elements read from pixels: boxes (buttons, text fields), checkboxes, icons, panels.
+"""Non-text screen elements from pixels: boxes (buttons, text fields), checkboxes, icons, panels.
 
-Text is the OCR network's (``perception.text``); this module owns the rest, with numpy and scipy
-only: flat-coloured regions bounded by a colour change are the fills of controls and panels, and
-compact ink blobs of a cross's shape are close icons.
+Text is the OCR's (``perception.text``). Here, numpy and scipy only: flat fills bounded by a colour
+step are controls and panels; small closed outlines are tick boxes and switches; X-shaped ink, closes.
 """
 
 from __future__ import annotations
@@ -16,14 +15,15 @@ from scipy import ndimage
 
 WORK_SIDE = 1280  # frames are pooled by a whole factor until the long side is about this
 EDGE = 8  # largest channel step between neighbours inside one flat region (anti-aliasing, codecs)
+SOLID = 0.85  # share of its box a region fills, holes filled: rectangles, rounded ones, not letters
 ROUNDED = 0.78  # the same for a tick box, whose corners may be rounded off to a third of its side
 CHORD = 0.72  # see _squarish: a rounded tick box's chord is over 0.8 of its side, a disc's 0.65
 HOLLOW = 0.12  # share of a tick box's outline blob that is flat inside it, tick or not
-SOLID = 0.85  # share of a region's box its row spans fill: rectangles, rounded ones, not letters
 # sizes below are working pixels (after pooling), where a UI is drawn at roughly 1 px per layout unit
 CHECK_SIDE = (9, 40)
 BOX_HEIGHT = (12, 90)
 PANEL_MIN = (120, 90)  # width, height
+PAGE = 0.8  # share of the frame a panel may cover
 STRIPE_GAP = 4  # fills this close, one above the other, are split by a 1 px line only
 ICON_SIDE = (5, 40)  # ink of a close cross, outline included
 
@@ -49,7 +49,8 @@ def find_shapes(image: np.ndarray, region: tuple[int, int, int, int] | None = No
         return []
     small = _pool(image[y0:y1, x0:x1, :3], f)
     edge = _edges(small)
-    shapes = _regions(small, edge) + _glyphs(edge)
+    # a fill of most of the frame is the page, whatever region is searched
+    shapes = _regions(small, edge, PAGE * h * w / f**2) + _glyphs(edge)
 
     def frame(s: Shape) -> Shape:
         b = s.box
@@ -83,7 +84,7 @@ def _edges(p: np.ndarray) -> np.ndarray:
     return edge
 
 
-def _regions(p: np.ndarray, edge: np.ndarray) -> list[Shape]:
+def _regions(p: np.ndarray, edge: np.ndarray, page: float) -> list[Shape]:
     """Flat regions shaped like controls or panels, in working pixels."""
     H, W = edge.shape
     lab, _ = ndimage.label(~edge)
@@ -97,7 +98,7 @@ def _regions(p: np.ndarray, edge: np.ndarray) -> list[Shape]:
             continue  # glyph counters, anti-aliasing, and tick boxes, which _glyphs reads
         if ys.start == 0 or xs.start == 0 or ys.stop == H or xs.stop == W:
             continue  # page background, header, sidebar: whatever the frame cuts
-        if bh * bw > 0.8 * H * W:
+        if bh * bw > page:
             continue
         if bw >= PANEL_MIN[0] and bh >= PANEL_MIN[1]:
             kind = "panel"
@@ -162,7 +163,6 @@ _S = np.array([0.04, 0.14])
 _BARE = (np.concatenate([_S, 1 - _S, np.full(4, 0.5)]), np.concatenate([np.full(4, 0.5), _S, 1 - _S]))
 
 
-
 def _glyphs(edge: np.ndarray) -> list[Shape]:
     """Tick boxes, toggle switches and close crosses: small blobs of edge pixels (an outline is
     one closed blob, whatever its fill) read by shape."""
@@ -178,8 +178,8 @@ def _glyphs(edge: np.ndarray) -> list[Shape]:
         # the blob reaches one pixel beyond the outline (both sides of a step are edge)
         box = (xs.start + 1, ys.start + 1, xs.stop - 1, ys.stop - 1)
         square = abs(bw - bh) <= max(2, bh // 8)
-        # cheap tests first, as most blobs are letters; fill_holes is what makes a thick stroke (flat
-        # inside, its two edges round it) or a box's outline round its fill one solid shape
+        # cheap tests first, as most blobs are letters; filling holes is what makes a thick stroke
+        # (flat inside, its two edges round it) or a box's outline round its fill one solid shape
         if square and bh >= CHECK_SIDE[0] + 2 and _straight(m, sides=4):
             filled = _fill(m)
             # an outline round a flat fill, not a small glyph that is edge all through
@@ -238,6 +238,7 @@ def _squarish(filled: np.ndarray) -> bool:
 
 
 def _is_cross(filled: np.ndarray) -> bool:
+    """Ink along both diagonals, none at the middles of the sides."""
     bh, bw = filled.shape
     diag = filled[(_DIAG[0] * bh).astype(int), (_DIAG[1] * bw).astype(int)]
     bare = filled[(_BARE[0] * bh).astype(int), (_BARE[1] * bw).astype(int)]

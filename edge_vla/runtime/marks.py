@@ -36,7 +36,7 @@ MATCH_MIN = 0.8  # the baseline's bar for "this element says what the instructio
 GRAPH = "chooser.onnx"
 
 
-def perception_spec(det_side: int = 960) -> dict:
+def perception_spec(det_side: int = 1440) -> dict:
     """The manifest entry that pins the OCR weights: a bundle is evaluated with these exact files."""
     files = weight_files()
     return {"package": f"{WEIGHTS_PACKAGE.replace('_', '-')}==1.4.4", "det_side": det_side,
@@ -162,7 +162,7 @@ class MarksBase:
             raise BundleError(f"model bundle {bundle.path}: manifest inputs.perception must pin the det and rec "
                               "OCR weights by sha256")
         try:
-            self.reader = TextReader(threads=cfg.intra_threads, det_side=int(spec.get("det_side", 960)),
+            self.reader = TextReader(threads=cfg.intra_threads, det_side=int(spec.get("det_side", 1440)),
                                      hashes={k: v["sha256"] for k, v in spec["files"].items()})
         except PerceptionWeightsError as exc:
             raise BundleError(f"model bundle {bundle.path}: {exc}") from None

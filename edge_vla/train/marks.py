@@ -112,7 +112,7 @@ def rollouts(seed: int, episodes: int, policy: str | None = None, explore: float
                 out.append(Sample(inputs, *lab))
             if oracle.type == "done":
                 break
-            if policy is not None:
+            if policy is not None and rng.random() < 0.7:  # mostly the student's own choices: DAgger
                 act, _ = policy.infer(image, world.instruction, layer=layer)
             elif elements and rng.random() < explore:
                 e = rng.choice(elements)

@@ -68,3 +68,10 @@ def test_blank_noise_and_odd_sizes_give_a_layer_not_an_error(reader, image):
     layer = p.perceive(image)
     assert (layer.width, layer.height) == (image.shape[1], image.shape[0])
     p.perceive(np.ascontiguousarray(image[::-1]))  # and a change after it
+
+
+def test_a_smaller_frame_after_a_larger_one_keeps_nothing_of_it(reader):
+    p = Perceiver(reader)
+    p.perceive(frame(SimWorld(seed=1, width=1920, height=1080, task="click_button")))
+    small = p.perceive(frame(SimWorld(seed=2, width=640, height=480, task="checkbox")))
+    assert all(e.box[2] <= 640 and e.box[3] <= 480 for e in small.elements)

@@ -52,14 +52,18 @@ def truth_of(world: SimWorld) -> Truth:
     task = world.task
     modal = task.dialog if task.dialog is not None and task.dialog.visible else None
 
-    def hidden(box: Box) -> bool:  # under the modal: not on screen
-        return modal is not None and iou(box, modal.box) > 0 and iou(box, modal.box) >= \
-            (box[2] - box[0]) * (box[3] - box[1]) / ((modal.box[2] - modal.box[0]) * (modal.box[3] - modal.box[1])) * 0.5
+    def hidden(box: Box) -> bool:  # mostly under the modal: not on screen
+        if modal is None:
+            return False
+        m = modal.box
+        ix = max(0, min(box[2], m[2]) - max(box[0], m[0]))
+        iy = max(0, min(box[3], m[3]) - max(box[1], m[1]))
+        return ix * iy >= 0.5 * (box[2] - box[0]) * (box[3] - box[1])
 
-    widgets = list(task.widgets) + (list(modal.children) if modal else [])
-    for wd in widgets:
+    on_modal = list(modal.children) if modal else []
+    for wd in list(task.widgets) + on_modal:
         box = _clip(wd.box, w, h)
-        if box is None or (wd not in (modal.children if modal else []) and hidden(box)):
+        if box is None or (wd not in on_modal and hidden(box)):
             continue
         if isinstance(wd, Button):
             if wd.style != "close":
@@ -142,17 +146,18 @@ def score(sim: SimWorld, shapes: list[Shape], into: Score) -> None:
 # --- tests ------------------------------------------------------------------------------------
 
 def test_fields_checkboxes_and_close_crosses_are_found_across_resolutions() -> None:
+    # 16 worlds: every resolution and theme; floors a little under what 80 worlds measure
     total = Score()
-    for i in range(8):
+    for i in range(16):
         for task in ("fill_and_submit", "checkbox", "dismiss_popup_then_buy"):
             sim = world(i, task)
             score(sim, find_shapes(sim.render()), total)
-    assert total.recall("text_field") >= 0.85, total.hits
-    assert total.recall("checkbox") >= 0.85, total.hits
-    assert total.recall("checkbox+state") >= 0.8, total.hits
-    assert total.recall("close") >= 0.85, total.hits
-    assert total.recall("dialog") >= 0.8, total.hits
-    assert total.false <= 3 * total.screens, (total.false, total.screens)
+    assert total.recall("text_field") >= 0.9, total.hits
+    assert total.recall("checkbox") >= 0.9, total.hits
+    assert total.recall("checkbox+state") >= 0.9, total.hits
+    assert total.recall("close") >= 0.9, total.hits
+    assert total.recall("dialog") >= 0.9, total.hits
+    assert total.false <= 1.5 * total.screens, (total.false, total.screens)
 
 
 def test_a_dialog_close_cross_at_4k_and_on_a_phone() -> None:
@@ -177,7 +182,10 @@ def test_region_limits_the_search_and_boxes_stay_in_frame_pixels() -> None:
     everywhere = find_shapes(image)
     assert best(inside, "icon", sim.task.dialog.close.box) is not None
     assert best(everywhere, "icon", sim.task.dialog.close.box) is not None
-    assert len(inside) < len(everywhere) or all(s in everywhere for s in inside)
+    # the same shapes as a search of the whole frame finds there, no fewer and no other
+    assert set(inside) == {s for s in everywhere if region[0] <= s.box[0] and region[1] <= s.box[1]
+                           and s.box[2] <= region[2] and s.box[3] <= region[3]}
+    assert find_shapes(image, (0, 0, 5, 5)) == []
 
 
 @pytest.mark.parametrize("size", [(720, 1280), (8, 8), (1, 1), (3, 300)])

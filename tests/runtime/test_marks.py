@@ -121,3 +121,13 @@ def test_with_no_marks_a_click_is_impossible_and_wait_comes_out():
            "span_start": np.zeros((1, 24)), "span_end": np.zeros((1, 24))}
     a, chosen = decode(out, [], _layer(0), "Click Save", frozenset())
     assert a.type == "wait" and chosen is None
+
+
+@pytest.mark.parametrize("image", [
+    np.full((4320, 7680, 3), 200, np.uint8),  # 8K, blank
+    np.random.default_rng(2).integers(0, 256, (720, 1280, 3), dtype=np.uint8),  # noise
+    np.zeros((8, 8, 3), np.uint8),  # the smallest frame the pipeline lets through
+])
+def test_blank_noise_tiny_and_8k_frames_give_an_action_not_an_error(baseline, image):
+    action, stages = baseline.infer(image, "Click Save", stream="odd")
+    assert action.type in ("wait", "click") and stages["perceive"] >= 0
