@@ -25,8 +25,8 @@ else:  # JetPack 6 ships Python 3.10
 ENV_PREFIX = "EDGE_VLA_"
 ENV_CONFIG = "EDGE_VLA_CONFIG"
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keys on it
-# The student we train ourselves (issue 5; models/edge-student-s3/MODEL_CARD.md says how well it does).
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "edge-student-s3"
+# The set-of-marks student we train ourselves (issue 16; models/edge-marks-m1/MODEL_CARD.md says how well it does).
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "edge-marks-m1"
 
 
 class _Section(BaseModel):

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 import structlog
 
-from .actions import ActionMessage
+from .actions import Action, ActionMessage
 from .config import Settings
 from .frames import BadFrame, Frame, FrameSlot, check_image
 from .latency import LatencyLog
@@ -88,6 +88,8 @@ class StreamPipeline:
         self.on_feedback_hooks: list[Callable[[Feedback], None]] = []
         self.slot: FrameSlot | None = None
         self._seq = 0
+        # the last action that went out, and under which instruction (a stale decision never goes out)
+        self._sent: tuple[str, Action] | None = None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"policy-{stream}")
         self._own_executor = executor is None
         self._inflight: concurrent.futures.Future | None = None
@@ -186,11 +188,15 @@ class StreamPipeline:
         if decision is not None:
             self.emit(frame, decision, thumb)
 
+    def instruction(self, frame: Frame) -> str:
+        return self.goal or frame.instruction or self.settings.policy.default_instruction
+
     async def _decide(self, frame: Frame) -> Decision | None:
-        instruction = self.goal or frame.instruction or self.settings.policy.default_instruction
+        instruction = self.instruction(frame)
         self._inflight_since = time.monotonic()
         if self._policy_takes_context:
-            context = DecisionContext(verdicts=tuple(self.verdicts), avoid=self.watchdog.avoid())
+            sent = self._sent[1] if self._sent is not None and self._sent[0] == instruction else None
+            context = DecisionContext(verdicts=tuple(self.verdicts), avoid=self.watchdog.avoid(), sent=sent)
             fut = self._executor.submit(self.policy.decide, frame, instruction, context=context)
         else:
             fut = self._executor.submit(self.policy.decide, frame, instruction)
@@ -265,6 +271,7 @@ class StreamPipeline:
             model=model, latency_ms=latency,
         )
         self._seq += 1
+        self._sent = (self.instruction(frame), action)
         sent = [sink.send(msg, deadline_mono) for sink in self.sinks]
         if any(sent):
             self.stats.actions_sent += 1

@@ -13,11 +13,14 @@ def run(*args, timeout=120):
 
 
 def test_demo_closes_the_loop_with_the_shipped_model():
-    r = run("demo", "--seconds", "4")
+    r = run("demo", "--seconds", "8")
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
     acted = [line for line in lines if line.strip().startswith("#")]
-    assert len(acted) >= 4 and "glass-to-action" in acted[0]
+    # a new screen is read whole (hundreds of ms on a loaded CI core) and each action awaits its verdict
+    assert len(acted) >= 3 and "glass-to-action" in acted[0]
+    assert any(line.startswith("tasks: ") for line in lines)
+    assert any(line.strip().startswith("task 1: ") for line in lines)
     summary = next(line for line in lines if " actions in " in line)
     assert "0 invalid" in summary
     assert any(line.startswith("glass_to_action") for line in lines)
@@ -28,7 +31,7 @@ def test_bench_json_reports_stages_and_glass_to_action():
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     lat = rep["latency_ms"]
-    for stage in ("wait", "vision", "prefill", "decode", "policy", "total", "glass_to_action"):
+    for stage in ("wait", "perceive", "model", "decode", "policy", "total", "glass_to_action"):
         assert lat[stage]["n"] > 0 and lat[stage]["p50"] <= lat[stage]["p95"] <= lat[stage]["max"]
     assert lat["glass_to_action"]["p50"] >= lat["total"]["p50"]
     assert rep["actions_received"] > 0 and rep["invalid_actions"] == 0

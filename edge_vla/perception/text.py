@@ -7,7 +7,6 @@ detector's side is capped at ``det_side`` so its cost does not grow with the fra
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from ..runtime.bundle import sha256_file as sha256
 
 WEIGHTS_PACKAGE = "rapidocr_onnxruntime"
 DET_FILE = "ch_PP-OCRv4_det_infer.onnx"
@@ -46,14 +47,6 @@ def weight_files() -> dict[str, Path]:
                                      f"(pip install {WEIGHTS_PACKAGE.replace('_', '-')}==1.4.4)")
     root = Path(spec.origin).parent / "models"
     return {"det": root / DET_FILE, "rec": root / REC_FILE}
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _session(path: Path, threads: int, expect_sha: str | None):

@@ -32,6 +32,7 @@ class DecisionContext:
 
     verdicts: tuple = ()
     avoid: frozenset = frozenset()  # dead actions: actions.signature() tuples and actions.DeadArea
+    sent: Action | None = None  # the last action sent on this stream under the current goal
 
 
 class Policy(Protocol):

@@ -22,7 +22,8 @@ class OnnxPolicy:
         # the loop's dead actions steer the model's own choice (runtime.avoid) before the watchdog
         # has to replace it with a generic alternative
         avoid = context.avoid if context is not None else frozenset()
-        action, stages = self.runtime.infer(frame.image, instruction, avoid, stream=frame.stream)
+        sent = context.sent if context is not None else None
+        action, stages = self.runtime.infer(frame.image, instruction, avoid, stream=frame.stream, sent=sent)
         return Decision(action=action, model=self.name, stages_ms=stages)
 
     def close(self) -> None:

@@ -22,10 +22,12 @@ class Runtime(Protocol):
     name: str
 
     def infer(self, image: np.ndarray, instruction: str, avoid: Iterable = frozenset(),
-              stream: str = "default") -> tuple[Action, dict[str, float]]:
+              stream: str = "default", sent: Action | None = None) -> tuple[Action, dict[str, float]]:
         """One action for one RGB frame, plus the time each step took in ms; the model's best action
         that is not dead (``avoid``: what the loop found dead, signatures and ``DeadArea``s, ``runtime.avoid``).
-        ``stream``: whose frame it is, for runtimes that keep per-stream state (the element layer)."""
+        ``stream``: whose frame it is, for runtimes that keep per-stream state (the element layer);
+        ``sent``: what the loop last sent on that stream, when it knows (a decision can be dropped as
+        stale or replaced by the watchdog), for runtimes that remember the task's last action."""
 
 
 def register(family: str, target: str) -> None:

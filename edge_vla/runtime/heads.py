@@ -44,7 +44,7 @@ class HeadsRuntime:
         return (np.asarray(small, dtype=np.float32) * (1 / 255)).transpose(2, 0, 1)[None]
 
     def infer(self, image: np.ndarray, instruction: str, avoid: Iterable = frozenset(),
-              stream: str = "default") -> tuple[Action, dict[str, float]]:
+              stream: str = "default", sent: Action | None = None) -> tuple[Action, dict[str, float]]:
         t0 = time.perf_counter()
         pixels = self.preprocess(image)
         tokens = self.tokenizer.encode(instruction)

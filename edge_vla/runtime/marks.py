@@ -69,6 +69,7 @@ def featurize(layer: ElementLayer, image: np.ndarray, instruction: str, last: st
               last_point: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], list[UIElement]]:
     """The chooser's inputs for one frame, and the elements in the order of its mark outputs."""
     elements = list(layer.elements[:MAX_ELEMENTS])
+    n = max(1, len(elements))  # the graph takes any number of marks: no padding to pay for
     ws = words(instruction)[:MAX_WORDS]
     w, h = layer.width, layer.height
     word_bytes = np.zeros((1, MAX_WORDS, MAX_CHARS), np.int64)
@@ -76,10 +77,10 @@ def featurize(layer: ElementLayer, image: np.ndarray, instruction: str, last: st
     for i, wd in enumerate(ws):
         word_bytes[0, i] = _bytes(wd)
         word_mask[0, i] = 1
-    texts = np.zeros((1, MAX_ELEMENTS, MAX_CHARS), np.int64)
-    feats = np.zeros((1, MAX_ELEMENTS, N_FEATS), np.float32)
-    crops = np.zeros((1, MAX_ELEMENTS, 3, CROP_H, CROP_W), np.float32)
-    mask = np.zeros((1, MAX_ELEMENTS), np.float32)
+    texts = np.zeros((1, n, MAX_CHARS), np.int64)
+    feats = np.zeros((1, n, N_FEATS), np.float32)
+    crops = np.zeros((1, n, 3, CROP_H, CROP_W), np.float32)
+    mask = np.zeros((1, n), np.float32)
     matches = best_matches([e.text for e in elements], instruction)
     panels = [e.box for e in elements if e.kind == "panel"]
     nw = max(1, len(ws))
@@ -179,20 +180,27 @@ class MarksBase:
         st.last, st.last_point, st.instruction, st.chosen = "none", None, None, None
 
     def infer(self, image: np.ndarray, instruction: str, avoid: Iterable = frozenset(),
-              stream: str = "default", layer: ElementLayer | None = None) -> tuple[Action, dict[str, float]]:
+              stream: str = "default", sent: Action | None = None,
+              layer: ElementLayer | None = None) -> tuple[Action, dict[str, float]]:
         t0 = time.perf_counter()
         st = self.state(stream)
         if instruction != st.instruction:
             self.reset(stream)
             st.instruction = instruction
         st.layer = layer if layer is not None else st.perceiver.perceive(image)
+        if sent is not None:  # the loop's word on what went out beats our record of what we decided
+            self._remember(st, sent)
         t1 = time.perf_counter()
         action, st.chosen, stages = self.choose(image, st, instruction, frozenset(avoid))
-        if action.type != "wait" or st.last == "none":
+        self._remember(st, action)
+        return action, {"perceive": (t1 - t0) * 1e3, **stages}
+
+    @staticmethod
+    def _remember(st: StreamState, action: Action) -> None:
+        if action.type != "wait" or st.last == "none":  # waiting keeps what was done before it
             st.last = action.type if action.type in LAST else "none"
         if action.x is not None and action.y is not None and action.type in ("click", "type"):
             st.last_point = to_pixels(action.x, action.y, st.layer.width, st.layer.height)
-        return action, {"perceive": (t1 - t0) * 1e3, **stages}
 
     def choose(self, image: np.ndarray, st: StreamState, instruction: str,
                avoid: frozenset) -> tuple[Action, UIElement | None, dict[str, float]]:

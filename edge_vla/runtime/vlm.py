@@ -224,9 +224,9 @@ class VLMRuntime:
         self.last: dict = {}
 
     def infer(self, image: np.ndarray, instruction: str, avoid: Iterable = frozenset(),
-              stream: str = "default") -> tuple[Action, dict[str, float]]:
+              stream: str = "default", sent: Action | None = None) -> tuple[Action, dict[str, float]]:
         """One action for one frame; ``avoid``: what the loop found dead (``runtime.avoid``); stateless
-        across frames, so ``stream`` does not matter."""
+        across frames, so ``stream`` and ``sent`` do not matter."""
         if self.roi is not None:
             return self.roi.infer(image, instruction, avoid)
         return self.infer_view(preprocess(image, self.image_size), instruction, avoid)

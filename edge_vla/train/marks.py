@@ -161,19 +161,40 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.w
 
 
+class Attention(nn.Module):
+    """Self-attention over the set, written out (the fused kernel of nn.MultiheadAttention does not
+    export to ONNX); parameters are named as nn.MultiheadAttention's."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads, self.scale = heads, 1 / math.sqrt(d // heads)
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d, d))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d))
+        self.out_proj = nn.Linear(d, d)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, x, pad):
+        B, T, D = x.shape
+        q, k, v = nn.functional.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.reshape(B, T, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
+        att = q @ k.transpose(-1, -2) * self.scale
+        att = att.masked_fill(pad[:, None, None, :], torch.finfo(x.dtype).min / 2).softmax(-1)
+        return self.out_proj((att @ v).transpose(1, 2).reshape(B, T, D))
+
+
 class Block(nn.Module):
     """A Llama block (pre-RMSNorm, SwiGLU MLP), attending over the whole set: marks have no order."""
 
     def __init__(self, d: int, heads: int):
         super().__init__()
         self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
-        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.attn = Attention(d, heads)
         self.gate, self.up, self.down = nn.Linear(d, 2 * d, bias=False), nn.Linear(d, 2 * d, bias=False), \
             nn.Linear(2 * d, d, bias=False)
 
     def forward(self, x, pad):
         h = self.n1(x)
-        x = x + self.attn(h, h, h, key_padding_mask=pad, need_weights=False)[0]
+        x = x + self.attn(h, pad)
         h = self.n2(x)
         return x + self.down(nn.functional.silu(self.gate(h)) * self.up(h))
 
@@ -211,6 +232,7 @@ class Chooser(nn.Module):
         self.query = nn.Linear(d, d)
         self.key = nn.Linear(d, d)
         self.start, self.end = nn.Linear(d, 1), nn.Linear(d, 1)
+        self.scale = 1 / math.sqrt(d)
 
     def forward(self, words, word_mask, texts, feats, crops, elem_mask, globals):
         B = words.shape[0]
@@ -227,7 +249,7 @@ class Chooser(nn.Module):
         x = self.norm(x)
         dec, wh, eh = x[:, 0], x[:, 1:1 + MAX_WORDS], x[:, 1 + MAX_WORDS:]
         neg = torch.finfo(x.dtype).min / 2
-        marks = (self.key(eh) @ self.query(dec)[:, :, None])[:, :, 0] / math.sqrt(x.shape[-1])
+        marks = (self.key(eh) @ self.query(dec)[:, :, None])[:, :, 0] * self.scale
         marks = torch.where(elem_mask > 0.5, marks, torch.full_like(marks, neg))
         start = torch.where(word_mask > 0.5, self.start(wh)[:, :, 0], torch.full_like(word_mask, neg))
         end = torch.where(word_mask > 0.5, self.end(wh)[:, :, 0], torch.full_like(word_mask, neg))
@@ -236,13 +258,22 @@ class Chooser(nn.Module):
 
 # -- training --------------------------------------------------------------------------------------
 
+def _marks_to(a: np.ndarray, n: int) -> np.ndarray:
+    """Cut or zero-pad the marks axis (axis 1) to ``n``."""
+    if a.shape[1] >= n:
+        return a[:, :n]
+    pad = [(0, 0)] * a.ndim
+    pad[1] = (0, n - a.shape[1])
+    return np.pad(a, pad)
+
+
 def _batch(samples: list[Sample]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
     """A batch cut to the most marks any of its samples has: padding marks cost as much as real ones."""
     n = max(1, max(int(s.inputs["elem_mask"].sum()) for s in samples))
-    x = {k: torch.from_numpy(np.concatenate([s.inputs[k][:, :n] if k in PER_MARK else s.inputs[k]
+    x = {k: torch.from_numpy(np.concatenate([_marks_to(s.inputs[k], n) if k in PER_MARK else s.inputs[k]
                                              for s in samples])) for k in INPUTS}
     types = torch.tensor([s.type_id for s in samples])
-    marks = torch.from_numpy(np.stack([s.marks[:n] for s in samples]))
+    marks = torch.from_numpy(np.stack([_marks_to(s.marks[None], n)[0] for s in samples]))
     spans = torch.tensor([s.span if s.span else (-1, -1) for s in samples])
     return x, types, marks, spans
 
@@ -266,23 +297,29 @@ def train(model: Chooser, samples: list[Sample], epochs: int = 30, batch: int = 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    steps = epochs * math.ceil(len(samples) / batch)
+    steps = epochs * (math.ceil(len(samples) / batch) + 8)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps))
     model.train()
+    t0 = time.perf_counter()
     for ep in range(epochs):
         order = list(range(len(samples)))
         rng.shuffle(order)
+        # batches of samples with similar mark counts (a batch pads to its largest), in random order
+        chunks = [sorted(order[i:i + batch * 8], key=lambda j: int(samples[j].inputs["elem_mask"].sum()))
+                  for i in range(0, len(order), batch * 8)]
+        batches = [c[i:i + batch] for c in chunks for i in range(0, len(c), batch)]
+        rng.shuffle(batches)
         total, n = 0.0, 0
-        for i in range(0, len(order), batch):
-            loss = loss_of(model, [samples[j] for j in order[i:i + batch]])
+        for idx in batches:
+            loss = loss_of(model, [samples[j] for j in idx])
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            total, n = total + float(loss.detach()) * len(order[i:i + batch]), n + len(order[i:i + batch])
+            total, n = total + float(loss.detach()) * len(idx), n + len(idx)
         if ep % 5 == 0 or ep == epochs - 1:
-            log(f"epoch {ep} loss {total / max(1, n):.4f}")
+            log(f"epoch {ep} loss {total / max(1, n):.4f} ({time.perf_counter() - t0:.0f} s)")
     model.eval()
     return model
 
@@ -302,15 +339,19 @@ def export(model: Chooser, folder, name: str, reference: list[Sample], provenanc
     model.eval()
     x, *_ = _batch(reference[:1])
     path = folder / GRAPH
+    marks = {1: "marks"}
     with torch.no_grad():
         torch.onnx.export(model, tuple(x[k] for k in INPUTS), str(path), input_names=list(INPUTS),
-                          output_names=list(OUTPUTS), opset_version=17, dynamo=False)
+                          output_names=list(OUTPUTS), opset_version=17, dynamo=False,
+                          dynamic_axes={**{k: marks for k in PER_MARK}, "mark_logits": marks})
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for s in reference:
+        n = max(1, int(s.inputs["elem_mask"].sum()))  # as the runtime's featurize cuts them
+        inputs = {k: np.ascontiguousarray(v[:, :n]) if k in PER_MARK else v for k, v in s.inputs.items()}
         with torch.no_grad():
-            ref = model(**{k: torch.from_numpy(s.inputs[k]) for k in INPUTS})
-        got = sess.run(None, s.inputs)
+            ref = model(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+        got = sess.run(None, inputs)
         for r, g in zip(ref, got):
             fin = np.isfinite(r.numpy()) & (r.numpy() > -1e30)
             worst = max(worst, float(np.abs(r.numpy()[fin] - g[fin]).max()) if fin.any() else 0.0)
