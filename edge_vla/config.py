@@ -25,8 +25,8 @@ else:  # JetPack 6 ships Python 3.10
 ENV_PREFIX = "EDGE_VLA_"
 ENV_CONFIG = "EDGE_VLA_CONFIG"
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keys on it
-# The set-of-marks student we train ourselves (issue 16; models/edge-marks-m1/MODEL_CARD.md says how well it does).
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "edge-marks-m1"
+# The set-of-marks student we train ourselves (issue 16; models/edge-marks-m2/MODEL_CARD.md says how well it does).
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "edge-marks-m2"
 
 
 class _Section(BaseModel):
@@ -190,8 +190,9 @@ class LoopConfig(_Section):
                                    "of the most changed area of the local size that means 'changed'")
     avoid_after: int = Field(2, ge=1, le=50, description="same action with no effect this often: the model "
                              "takes its next-best action instead (runtime.avoid)")
-    wait_patience_s: float = Field(1.5, gt=0, description="the model waited this long on a screen that did not "
-                                   "change: it takes its best other action instead (runtime.avoid)")
+    wait_patience_s: float = Field(4.0, gt=0, description="the model waited this long on a screen that did not "
+                                   "change: it takes its best other action instead (runtime.avoid); long "
+                                   "enough for a validation message to clear (1.5 s cut the student's waits short)")
     max_repeats: int = Field(2, ge=1, le=50, description="same action with no effect this often: try something else")
     alternatives: list[str] = Field(default_factory=lambda: ["key:Escape", "scroll:0:300"],
                                     description="what to try instead of a dead action, in order")

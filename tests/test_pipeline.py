@@ -146,3 +146,43 @@ async def test_actions_reach_a_subscriber_through_the_broker(make_settings, brok
         ActionMessage.model_validate(data)
         assert m.t_wall <= data["deadline"]
     link.stop()
+
+
+class MixedSource:
+    """A screen, then what a broken camera or peer sends, then the screen again."""
+
+    kind = "mixed"
+
+    def __init__(self):
+        from edge_vla.sim import SimWorld
+
+        world = SimWorld(seed=3, width=1280, height=720, task="click_button")
+        screen = np.ascontiguousarray(world.render())
+        self.instruction = world.instruction
+        rng = np.random.default_rng(0)
+        self.images = [screen, screen.astype(np.float32), np.zeros((1, 1, 3), np.uint8),
+                       rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8), np.full((4320, 7680, 3), 255, np.uint8),
+                       np.zeros((720, 1280, 3), np.uint8), screen]
+
+    async def run(self, slot: FrameSlot) -> None:
+        for i, img in enumerate(self.images):
+            frame = make_frame(np.zeros((8, 8, 3), np.uint8), "default", i, source="mixed",
+                               instruction=self.instruction)
+            object.__setattr__(frame, "image", img)  # past make_frame's own check, as a buggy source would
+            slot.put(frame)
+            await asyncio.sleep(1.5)  # every frame decided on: perception of an 8K frame is not quick
+        slot.close()
+
+
+async def test_the_perceiving_policy_survives_blank_noise_tiny_8k_and_wrong_dtype_frames(make_settings):
+    from pathlib import Path
+
+    bundle = Path(__file__).resolve().parent.parent / "models" / "edge-textmatch"
+    s = make_settings(model={"path": str(bundle)}, sampler={"min_fps": 5, "max_fps": 30},
+                      loop={"verify": False}, policy={"action_deadline_s": 5.0})
+    sink = ListSink()
+    p = StreamPipeline("default", MixedSource(), create_policy(s), s, [sink])
+    await asyncio.wait_for(p.run(), 60)
+    assert p.stats.bad_frames == 2 and p.stats.policy_errors == 0, p.stats
+    assert len(sink.msgs) == 5 and all("perceive" in m.latency_ms for m in sink.msgs)
+    assert sink.msgs[0].type == "click" and sink.msgs[-1].type == "click"  # the screen is read again after it all

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train student v2 (set-of-marks chooser) on the simulator and export it as a ``marks`` bundle.
 
-    tools/train_marks.py --out models/edge-marks-m1 --work runs/m1 [--episodes 700] [--dagger 1]
+    tools/train_marks.py --out models/edge-marks-m2 --work runs/m2 [--episodes 700] [--dagger 1]
                          [--dagger-episodes 300] [--epochs 30] [--workers 2] [--seed 0]
 
 Behaviour cloning on the oracle's rollouts (with random clicks mixed in, so it sees states a
@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--extra", default="", help="comma list of more sample pickles to train on")
+    ap.add_argument("--reword", type=float, default=0.0,
+                    help="DAgger rounds: odds of also asking a visited screen's next click in other words")
     a = ap.parse_args(argv)
 
     import torch
@@ -47,12 +49,12 @@ def main(argv=None) -> int:
     t_start = time.time()
     cpu = {"collect_s": 0.0, "train_s": 0.0}
 
-    def gather(name: str, seed: int, episodes: int, policy: str | None) -> list:
+    def gather(name: str, seed: int, episodes: int, policy: str | None, reword: float = 0.0) -> list:
         path = work / f"{name}.pkl"
         if path.exists():
             return pickle.loads(path.read_bytes())
         t = time.time()
-        samples = collect(seed, episodes, workers=a.workers, policy=policy)
+        samples = collect(seed, episodes, workers=a.workers, policy=policy, reword=reword)
         cpu["collect_s"] += (time.time() - t) * a.workers
         path.write_bytes(pickle.dumps(samples))
         print(f"{name}: {len(samples)} samples in {time.time() - t:.0f} s", flush=True)
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
     report = {}
     for rnd in range(a.dagger + 1):
         if rnd:
-            data += gather(f"dagger{rnd}", a.seed * 100 + 1 + rnd, a.dagger_episodes, str(Path(a.out)))
+            data += gather(f"dagger{rnd}", a.seed * 100 + 1 + rnd, a.dagger_episodes, str(Path(a.out)), a.reword)
         rng = random.Random(a.seed)
         shuffled = data[:]
         rng.shuffle(shuffled)

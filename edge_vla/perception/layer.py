@@ -23,7 +23,7 @@ TILE_DIFF = 6.0  # mean absolute grey difference for a tile to count as changed 
 GROW = 24  # px around a changed area: a line whose end changed is re-read whole
 WHOLE_SCREEN = 0.45  # a larger changed share re-reads the whole frame (cheaper than many regions)
 CACHE_LINES = 2048
-LIVE_FRAMES, LIVE_CHANGES, LIVE_TILES, LIVE_REFRESH_S = 4, 3, 6, 2.0
+LIVE_FRAMES, LIVE_CHANGES, LIVE_TILES, LIVE_REFRESH_S = 6, 5, 6, 2.0
 KINDS = ("text", "box", "checkbox", "icon", "panel")
 
 Box = tuple[int, int, int, int]
@@ -163,11 +163,12 @@ class Perceiver:
         todo = [i for i, k in enumerate(keys) if k not in self._cache]
         for i, res in zip(todo, self.reader.recognize([crops[i] for i in todo])):
             self._cache[keys[i]] = res
+        out = [self._cache[k] for k in keys]
+        for k in keys:  # least recently used first out
+            self._cache.move_to_end(k)
         while len(self._cache) > CACHE_LINES:
             self._cache.popitem(last=False)
-        for k in keys:
-            self._cache.move_to_end(k)
-        return [self._cache[k] for k in keys], len(todo)
+        return out, len(todo)
 
     def _assign_ids(self, fresh: list[tuple], previous: tuple[UIElement, ...]) -> list[UIElement]:
         out = []

@@ -28,7 +28,7 @@ from .session import open_session
 
 MAX_WORDS, MAX_ELEMENTS, MAX_CHARS = 24, 64, 16
 CROP_H, CROP_W = 12, 24
-N_FEATS, N_GLOBAL = 22, 8
+N_FEATS, N_GLOBAL = 24, 8
 TYPES = ("click", "type", "key", "scroll_down", "scroll_up", "wait", "done")
 LAST = ("none", "click", "type", "key", "scroll", "wait")  # the previous action, as the model sees it
 SCROLL_DY = 400
@@ -63,6 +63,31 @@ def _crop(image: np.ndarray, box: tuple) -> np.ndarray:
         return np.zeros((3, CROP_H, CROP_W), np.float32)
     small = np.asarray(Image.fromarray(c).resize((CROP_W, CROP_H), Image.BILINEAR), np.float32) / 255
     return small.transpose(2, 0, 1)
+
+
+def label_features(f: np.ndarray) -> np.ndarray:
+    """For each element, how well its label matches the instruction, and where in it: the best
+    match score (and span start) among the text lines just above it or just left of it on its row.
+    Fields are named by a label beside them; the student should not have to learn that geometry.
+    Works on the feature rows themselves (kind, box, match), so stored samples can be recomputed."""
+    out = np.zeros((len(f), 2), np.float32)
+    text = f[:, 0] > 0.5
+    if not text.any():
+        return out
+    x0, y0, x1, y1 = f[:, 6], f[:, 7], f[:, 8], f[:, 9]
+    h = np.maximum(y1 - y0, 1e-3)[:, None]  # the element's height (rows) sets how far a label may be
+    above = ((y0[:, None] - y1[None]) >= -0.5 * h) & ((y0[:, None] - y1[None]) <= 2.0 * h) \
+        & (x0[None] < x1[:, None]) & (x1[None] > x0[:, None])
+    cy, tcy = (y0 + y1) / 2, (y0 + y1) / 2
+    left = (np.abs(cy[:, None] - tcy[None]) < 0.5 * h) & (x1[None] <= x0[:, None] + 0.01) \
+        & (x0[:, None] - x1[None] < 0.3)
+    named = text & (f[:, 12] >= MATCH_MIN)  # a label that says what the instruction names
+    near = (above | left) & named[None] & ~np.eye(len(f), dtype=bool)
+    score = np.where(near, f[None, :, 12], 0.0)
+    best = score.argmax(axis=1)
+    out[:, 0] = score.max(axis=1)
+    out[:, 1] = np.where(out[:, 0] > 0, f[best, 13], 0.0)
+    return out
 
 
 def featurize(layer: ElementLayer, image: np.ndarray, instruction: str, last: str = "none",
@@ -102,6 +127,7 @@ def featurize(layer: ElementLayer, image: np.ndarray, instruction: str, last: st
         texts[0, i] = _bytes(e.text)
         crops[0, i] = _crop(image, e.box)
         mask[0, i] = 1
+    feats[0, :, 22:24] = label_features(feats[0])
     g = np.zeros((1, N_GLOBAL), np.float32)
     g[0, LAST.index(last) if last in LAST else 0] = 1
     g[0, 6] = float(bool(panels))
@@ -135,7 +161,9 @@ def action_for(kind: str, e: UIElement | None, layer: ElementLayer, text: str | 
     if kind == "click":
         return Action(type="click", x=x, y=y, target=target)
     if kind == "type":
-        return Action(type="type", text=text, x=x, y=y, target=target) if text else None
+        # no point: a type with one clicks there first, and that click undoes a select-all
+        # (ctrl+a) the student chose to replace what the field held
+        return Action(type="type", text=text, target=target) if text else None
     return Action(type="scroll", x=x, y=y, dx=0, dy=SCROLL_DY if kind == "scroll_down" else -SCROLL_DY,
                   target=target)
 

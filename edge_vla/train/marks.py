@@ -80,8 +80,25 @@ def label(world: SimWorld, layer: ElementLayer, elements, action: Action, instru
 
 # -- rollouts ------------------------------------------------------------------------------------
 
+# One-step instructions for the click the oracle wants next: the task's own wording is one sentence
+# per task kind; people name a control in many more ways.
+FIELD_WORDS = ("Click the {x} field", "Click into {x}", "Focus the {x} input", "Go to {x}", "Put the cursor in {x}",
+               "Click the {x} box")
+CLICK_WORDS = ("Click {x}", "Open {x}", "Choose {x}", "Click on {x}", "Go to {x}", "Press {x}", "Select {x}",
+               "Tap the {x} button", "Click the {x} link", "Pick {x}")
+CHECK_WORDS = ("Tick '{x}'", "Toggle {x}", "Check {x}", "Click the {x} checkbox")
+
+
+def _single_step(world: SimWorld, oracle: Action, rng: random.Random) -> str | None:
+    target = world.target
+    if oracle.type != "click" or target is None or not target.label or target.label == "Close":
+        return None
+    words = {"text_field": FIELD_WORDS, "checkbox": CHECK_WORDS}.get(target.kind, CLICK_WORDS)
+    return rng.choice(words).format(x=target.label)
+
+
 def rollouts(seed: int, episodes: int, policy: str | None = None, explore: float = 0.3, threads: int = 1,
-             max_steps: int = 12) -> list[Sample]:
+             max_steps: int = 12, reword: float = 0.0) -> list[Sample]:
     """Episodes on even (training) seeds; each visited state labelled by the oracle. ``policy``
     (a runtime with ``infer``) picks what is executed (DAgger); else the oracle, with ``explore`` odds
     of a random element clicked instead (states a perfect teacher never shows). ``policy``: a bundle folder."""
@@ -110,6 +127,12 @@ def rollouts(seed: int, episodes: int, policy: str | None = None, explore: float
             lab = label(world, layer, elements, oracle, world.instruction)
             if lab is not None:
                 out.append(Sample(inputs, *lab))
+            extra = _single_step(world, oracle, rng) if rng.random() < reword else None
+            if extra is not None:  # the same screen, asked for its next click in other words
+                x, els = featurize(layer, image, extra, "none", None)
+                lab = label(world, layer, els, oracle, extra)
+                if lab is not None:
+                    out.append(Sample(x, *lab))
             if oracle.type == "done":
                 break
             if policy is not None and rng.random() < 0.7:  # mostly the student's own choices: DAgger
@@ -140,11 +163,12 @@ def _rollouts_job(args) -> list[Sample]:
 
 def collect(seed: int, episodes: int, workers: int = 2, **kw) -> list[Sample]:
     if workers <= 1:
-        return rollouts(seed, episodes, **kw)
+        return rollouts(seed, episodes, **kw)  # type: ignore[arg-type]
     import multiprocessing as mp
 
     per = math.ceil(episodes / workers)
-    jobs = [(seed * 1000 + i, per, kw.get("policy"), kw.get("explore", 0.3)) for i in range(workers)]
+    jobs = [(seed * 1000 + i, per, kw.get("policy"), kw.get("explore", 0.3), 1, 12, kw.get("reword", 0.0))
+            for i in range(workers)]
     with mp.get_context("fork").Pool(workers) as pool:
         parts = pool.map(_rollouts_job, jobs)
     return [s for p in parts for s in p]

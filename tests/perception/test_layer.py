@@ -75,3 +75,43 @@ def test_a_smaller_frame_after_a_larger_one_keeps_nothing_of_it(reader):
     p.perceive(frame(SimWorld(seed=1, width=1920, height=1080, task="click_button")))
     small = p.perceive(frame(SimWorld(seed=2, width=640, height=480, task="checkbox")))
     assert all(e.box[2] <= 640 and e.box[3] <= 480 for e in small.elements)
+
+
+def test_text_typed_into_a_focused_field_is_read_at_once_not_throttled_as_live(reader):
+    world = SimWorld(seed=3, width=1280, height=720, task="fill_and_submit")
+    p = Perceiver(reader)
+    t = 0.0
+    p.perceive(frame(world), t=t)
+    world.execute(world.oracle())  # focus the field: its outline changes, a caret starts blinking
+    for _ in range(3):
+        t += 0.3
+        world.advance(0.3)
+        p.perceive(frame(world), t=t)
+    step = world.oracle()
+    assert step.type == "type", step
+    world.execute(step)
+    t += 0.3
+    layer = p.perceive(frame(world), t=t)
+    assert norm(step.text) in {norm(e.text) for e in layer.elements}, [e.text for e in layer.elements]
+
+
+def test_a_ticking_chart_is_reread_every_few_seconds_not_every_frame(reader):
+    world = SimWorld(seed=3, width=1280, height=720, task="dismiss_popup_then_buy")
+    p = Perceiver(reader)
+    t, regions = 0.0, []
+    for _ in range(14):
+        regions.append(p.perceive(frame(world), t=t).stats["regions"])
+        world.advance(0.3)
+        t += 0.3
+    assert sum(r > 0 for r in regions[8:]) <= 4, regions  # live once found: re-read at most every 2 s
+
+
+def test_the_line_cache_stays_bounded_and_a_full_cache_still_answers(reader, monkeypatch):
+    import edge_vla.perception.layer as layer_module
+
+    monkeypatch.setattr(layer_module, "CACHE_LINES", 4)  # smaller than one screen's lines
+    p = Perceiver(reader)
+    for seed in (1, 2):
+        layer = p.perceive(frame(SimWorld(seed=seed, width=1280, height=720, task="click_button")))
+        assert sum(bool(e.text) for e in layer.elements) > 4
+    assert len(p._cache) == 4
