@@ -396,9 +396,3 @@ def accuracy(model: Chooser, samples: list[Sample]) -> dict:
     m_ok = marks[torch.arange(len(samples)), ml.argmax(1)] > 0
     return {"n": len(samples), "type": float(t_ok.mean()), "mark": float(m_ok[has].float().mean()) if has.any() else None,
             "both": float((t_ok.bool() & (m_ok | ~has)).float().mean())}
-
-
-def timed(f, *a, **kw):
-    t0 = time.perf_counter()
-    r = f(*a, **kw)
-    return r, time.perf_counter() - t0
