@@ -25,8 +25,8 @@ else:  # JetPack 6 ships Python 3.10
 ENV_PREFIX = "EDGE_VLA_"
 ENV_CONFIG = "EDGE_VLA_CONFIG"
 EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus keys on it
-# The set-of-marks student we train ourselves (issue 16; models/edge-marks-m2/MODEL_CARD.md says how well it does).
-SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "edge-marks-m2"
+# The set-of-marks student we train ourselves (issue 16; models/edge-marks-m3/MODEL_CARD.md says how well it does).
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "models" / "edge-marks-m3"
 
 
 class _Section(BaseModel):
@@ -93,7 +93,8 @@ class ModelConfig(_Section):
     path: Path = Field(SHIPPED_MODEL, description="model bundle folder")
     providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
     intra_threads: int = Field(2, ge=1, le=64)
-    timeout_s: float = Field(2.0, gt=0, description="an inference slower than this is abandoned")
+    timeout_s: float = Field(5.0, gt=0, description="an inference slower than this is abandoned (a whole new "
+                                                    "4K screen is read in about a second on two busy cores)")
     kv_cache: Literal["fp32", "fp16", "int8", "int4"] | None = Field(
         None, description="KV-cache codec for vlm bundles (default: the bundle's manifest)")
     engine_cache_dir: Path | None = Field(

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train student v2 (set-of-marks chooser) on the simulator and export it as a ``marks`` bundle.
 
-    tools/train_marks.py --out models/edge-marks-m2 --work runs/m2 [--episodes 700] [--dagger 1]
+    tools/train_marks.py --out models/edge-marks-m3 --work runs/m3 [--episodes 700] [--dagger 1]
                          [--dagger-episodes 300] [--epochs 30] [--workers 2] [--seed 0]
 
 Behaviour cloning on the oracle's rollouts (with random clicks mixed in, so it sees states a
