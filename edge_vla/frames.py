@@ -123,6 +123,11 @@ class FrameSlot:
         if frame is not None:
             self.put(frame)
 
+    @property
+    def drained(self) -> bool:
+        """Every frame put has been taken or replaced (readable from the producer's thread)."""
+        return self._taken and self._handover is None
+
     def close(self) -> None:
         """The source has ended: waiting consumers get ``None``."""
         self.closed = True

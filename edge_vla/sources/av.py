@@ -35,6 +35,8 @@ _JOIN_TIMEOUT_S = 2.0
 # that hangs longer than this, which is what lets a dead RTSP peer turn into a reconnect.
 _LIVE_TIMEOUT = (10.0, 5.0)
 _BACKOFF_START_S = 0.2
+# At the end of a file the decoder waits up to this long for the consumer to take the last frame.
+END_GRACE_S = 0.5
 # When playback is this far behind its schedule the debt is forgiven instead of being
 # paid back in a burst of unpaced frames that the slot would only overwrite anyway.
 _MAX_LAG_S = 0.5
@@ -235,6 +237,10 @@ class FileSource(_AvSource):
                 break
         if not stop.is_set():
             self._log().info("source.ended", uri=uri, frames=self.frames_read, decode_errors=self.decode_errors)
+            # a closed slot hands out nothing more: give the consumer a moment to take the last frame
+            deadline = time.monotonic() + END_GRACE_S
+            while not slot.drained and not stop.is_set() and time.monotonic() < deadline:
+                time.sleep(0.005)
             slot.close_threadsafe()
 
     def _pacer(self, stream: av.VideoStream) -> Callable[[av.VideoFrame, threading.Event], None]:
