@@ -10,6 +10,7 @@ The grammar is the element list: a click can only land on a mark that exists.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ LAST = ("none", "click", "type", "key", "scroll", "wait")  # the previous action
 SCROLL_DY = 400
 MATCH_MIN = 0.8  # the baseline's bar for "this element says what the instruction names"
 GRAPH = "chooser.onnx"
+MAX_STREAMS = 16
 
 
 def perception_spec(det_side: int = 1440) -> dict:
@@ -195,11 +197,16 @@ class MarksBase:
                                      hashes={k: v["sha256"] for k, v in spec["files"].items()})
         except PerceptionWeightsError as exc:
             raise BundleError(f"model bundle {bundle.path}: {exc}") from None
-        self.streams: dict[str, StreamState] = {}
+        self.streams: OrderedDict[str, StreamState] = OrderedDict()
 
     def state(self, stream: str = "default") -> StreamState:
+        """The stream's state; WHIP peers come and go, so the least recently seen beyond
+        ``MAX_STREAMS`` is forgotten (a layer holds a frame and a line cache)."""
         if stream not in self.streams:
             self.streams[stream] = StreamState(Perceiver(self.reader))
+            while len(self.streams) > MAX_STREAMS:
+                self.streams.popitem(last=False)
+        self.streams.move_to_end(stream)
         return self.streams[stream]
 
     def reset(self, stream: str = "default") -> None:

@@ -46,6 +46,16 @@ def test_the_baseline_clicks_the_named_button_and_says_which_element(baseline):
     assert hits >= 4
 
 
+def test_streams_that_come_and_go_are_forgotten_beyond_a_bound(baseline):
+    from edge_vla.runtime.marks import MAX_STREAMS
+
+    image = np.full((64, 64, 3), 255, np.uint8)
+    for i in range(MAX_STREAMS + 5):
+        baseline.infer(image, "Click Save", stream=f"peer-{i}")
+    assert len(baseline.streams) == MAX_STREAMS and f"peer-{MAX_STREAMS + 4}" in baseline.streams
+    assert "peer-0" not in baseline.streams
+
+
 def test_streams_keep_their_own_layer(baseline):
     a = SimWorld(seed=1, width=640, height=480, task="click_button")
     b = SimWorld(seed=2, width=800, height=600, task="checkbox")
