@@ -208,6 +208,14 @@ class DeadArea:
         return kind == self.kind and b[0] <= x < b[2] and b[1] <= y < b[3]
 
 
+def box_to_normalized(box: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+    """A pixel box (exclusive end) -> the smallest 0..1000 box holding it."""
+    _check_size(width, height)
+    x0, y0, x1, y1 = box
+    return (x0 * NORM // width, y0 * NORM // height,
+            min(NORM, -(-x1 * NORM // width)), min(NORM, -(-y1 * NORM // height)))
+
+
 def crop_to_frame(nx: int, ny: int, box: tuple[int, int, int, int]) -> tuple[int, int]:
     """A point normalized inside ``box`` (x0, y0, x1, y1 in full-frame 0..1000) -> full frame."""
     x0, y0, x1, y1 = box

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..actions import NORM, DeadArea, to_pixels
+from ..actions import DeadArea, box_to_normalized, to_pixels
 
 WINDOW = 0.3  # half-size of the search window: across, a share of the longer side; down, of the shorter
 MAX_SIDE = 160  # the window is pooled down to about this many blocks a side
@@ -62,7 +62,7 @@ def element_at(image: np.ndarray, x: int, y: int, kind: str = "click") -> DeadAr
     # one block more on each side: the blocks its outline or anti-aliased edge fell in belong to it too
     bx0, bx1 = max(0, x0 + (int(cols[0]) - 1) * s), min(w, x0 + (int(cols[-1]) + 2) * s)
     by0, by1 = max(0, y0 + (int(rows[0]) - 1) * s), min(h, y0 + (int(rows[-1]) + 2) * s)
-    box = (bx0 * NORM // w, by0 * NORM // h, -(-bx1 * NORM // w), -(-by1 * NORM // h))
+    box = box_to_normalized((bx0, by0, bx1, by1), w, h)
     return DeadArea(kind, box) if box[3] - box[1] <= MAX_HEIGHT else None
 
 

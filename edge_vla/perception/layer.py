@@ -79,13 +79,12 @@ class Perceiver:
         self._grey: np.ndarray | None = None
         self._cache: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._image: np.ndarray | None = None  # the last frame read (a reference: frames are not mutated)
-        self._previous: np.ndarray | None = None
         self._recent: deque[np.ndarray] = deque()  # changed tiles of the last reads
         self._live_read = -1e9
         self._next_id = 1
 
     def reset(self) -> None:
-        self.layer, self._grey, self._image, self._previous = None, None, None, None
+        self.layer, self._grey, self._image = None, None, None
 
     def perceive(self, image: np.ndarray, t: float | None = None) -> ElementLayer:
         t = time.monotonic() if t is None else t
@@ -101,7 +100,7 @@ class Perceiver:
         else:
             regions = _regions(self._not_live(_change_mask(self._grey, grey), t), w, h)
         self._grey = grey
-        self._previous, self._image = self._image, image
+        previous, self._image = self._image, image
         if old is not None and not regions:
             self.layer = ElementLayer(old.elements, w, h, t, {"regions": 0, "recognised": 0,
                                                                "ms": (time.perf_counter() - t0) * 1e3})
@@ -116,7 +115,7 @@ class Perceiver:
             shapes += find_shapes(image, r)
         # a line whose pixels did not change keeps what was read (detection boxes wobble by a pixel
         # between a region and the whole frame, and the cache is keyed by the exact crop)
-        same = [self._unchanged_line(image, b) for b in lines]
+        same = [self._unchanged_line(previous, image, b) for b in lines]
         kept = list({e.id: e for e in kept + [e for e in same if e is not None]}.values())
         todo = [b for b, e in zip(lines, same) if e is None]
         texts, recognised = self._recognise(image, todo)
@@ -146,8 +145,8 @@ class Perceiver:
             return changed
         return changed & ~ndimage.binary_dilation(live)
 
-    def _unchanged_line(self, image: np.ndarray, box: Box) -> UIElement | None:
-        old, prev = self.layer, self._previous
+    def _unchanged_line(self, prev: np.ndarray | None, image: np.ndarray, box: Box) -> UIElement | None:
+        old = self.layer
         if old is None or prev is None or prev.shape != image.shape:
             return None
         for e in old.elements:

@@ -80,7 +80,7 @@ def dead_tokens(grammar: ActionGrammar, avoid: Iterable,
     return dead
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
+def log_softmax(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     m = x.max()
     return x - m - np.log(np.exp(x - m).sum())
@@ -157,7 +157,7 @@ class DeadAwareDecoder:
             return None
         while not g.done(path.tokens):
             allowed = g.allowed(path.tokens)
-            lp = _log_softmax(logits(path.tokens)[allowed])
+            lp = log_softmax(logits(path.tokens)[allowed])
             for i in np.argsort(-lp):
                 cand = path.tokens + [int(allowed[i])]
                 g.append_forced(cand)

@@ -12,12 +12,8 @@ import numpy as np
 
 from .grammar import ActionGrammar
 from .kv import KVCache
+from .avoid import log_softmax
 from .vlm import Engine
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64) - x.max()
-    return x - np.log(np.exp(x).sum())
 
 
 def _decode(engine: Engine, grammar: ActionGrammar, embeds: np.ndarray, cache: KVCache,
@@ -46,7 +42,7 @@ def agreement(engine: Engine, grammar: ActionGrammar, prompts: list[np.ndarray],
         same += tokens == ref_tokens
         _, rows = _decode(engine, grammar, embeds, mk(), force=ref_tokens)
         for a, b in zip(ref_rows[1:], rows[1:]):  # step 0 is the prefill: no cache read yet
-            p, q = _log_softmax(a), _log_softmax(b)
+            p, q = log_softmax(a), log_softmax(b)
             kls.append(float((np.exp(p) * (p - q)).sum()))
     return {"codec": codec, "residual": residual, "inputs": len(prompts), "action_agreement": same / len(prompts),
             "kl_mean": float(np.mean(kls)) if kls else 0.0, "kl_max": float(np.max(kls)) if kls else 0.0}

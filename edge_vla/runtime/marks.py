@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..actions import NORM, Action, Target, to_normalized, to_pixels
+from ..actions import Action, Target, box_to_normalized, to_normalized, to_pixels
 from ..config import ModelConfig
 from ..perception.layer import KINDS, ElementLayer, Perceiver, UIElement
 from ..perception.match import best_matches, words
 from ..perception.text import (DET_FILE, REC_FILE, WEIGHTS_PACKAGE, PerceptionWeightsError, TextReader, sha256,
                                weight_files)
-from .avoid import is_dead
+from .avoid import is_dead, log_softmax
 from .bundle import Bundle, BundleError
 from .session import open_session
 
@@ -144,10 +144,7 @@ def point_of(e: UIElement, layer: ElementLayer) -> tuple[int, int]:
 
 
 def target_of(e: UIElement, layer: ElementLayer) -> Target:
-    x0, y0, x1, y1 = e.box
-    w, h = layer.width, layer.height
-    return Target(kind=e.kind, text=e.text or None,
-                  box=(x0 * NORM // w, y0 * NORM // h, min(NORM, -(-x1 * NORM // w)), min(NORM, -(-y1 * NORM // h))))
+    return Target(kind=e.kind, text=e.text or None, box=box_to_normalized(e.box, layer.width, layer.height))
 
 
 def action_for(kind: str, e: UIElement | None, layer: ElementLayer, text: str | None = None) -> Action | None:
@@ -176,10 +173,10 @@ class StreamState:
 
     perceiver: Perceiver
     layer: ElementLayer | None = None
-    chosen: UIElement | None = None  # the mark behind the last action (the payload's ``target``)
     instruction: str | None = None
     last: str = "none"
     last_point: tuple[int, int] | None = None
+    scored: tuple | None = None  # (elements, (instruction, last, last_point), chooser outputs, marks) of the last run
 
 
 class MarksBase:
@@ -212,7 +209,7 @@ class MarksBase:
     def reset(self, stream: str = "default") -> None:
         """A new task: forget the previous action (the layer is kept: the screen is still what it was)."""
         st = self.state(stream)
-        st.last, st.last_point, st.instruction, st.chosen = "none", None, None, None
+        st.last, st.last_point, st.instruction = "none", None, None
 
     def infer(self, image: np.ndarray, instruction: str, avoid: Iterable = frozenset(),
               stream: str = "default", sent: Action | None = None,
@@ -226,7 +223,7 @@ class MarksBase:
         if sent is not None:  # the loop's word on what went out beats our record of what we decided
             self._remember(st, sent)
         t1 = time.perf_counter()
-        action, st.chosen, stages = self.choose(image, st, instruction, frozenset(avoid))
+        action, stages = self.choose(image, st, instruction, frozenset(avoid))
         self._remember(st, action)
         return action, {"perceive": (t1 - t0) * 1e3, **stages}
 
@@ -238,7 +235,7 @@ class MarksBase:
             st.last_point = to_pixels(action.x, action.y, st.layer.width, st.layer.height)
 
     def choose(self, image: np.ndarray, st: StreamState, instruction: str,
-               avoid: frozenset) -> tuple[Action, UIElement | None, dict[str, float]]:
+               avoid: frozenset) -> tuple[Action, dict[str, float]]:
         raise NotImplementedError
 
 
@@ -256,8 +253,8 @@ class TextMatchRuntime(MarksBase):
                 break
             a = action_for("click", e, layer)
             if a is not None and not is_dead(a, avoid):
-                return a, e, {"decode": (time.perf_counter() - t0) * 1e3}
-        return Action(type="wait"), None, {"decode": (time.perf_counter() - t0) * 1e3}
+                return a, {"decode": (time.perf_counter() - t0) * 1e3}
+        return Action(type="wait"), {"decode": (time.perf_counter() - t0) * 1e3}
 
 
 class MarksRuntime(MarksBase):
@@ -273,26 +270,27 @@ class MarksRuntime(MarksBase):
 
     def choose(self, image, st, instruction, avoid):
         t0 = time.perf_counter()
-        inputs, elements = featurize(st.layer, image, instruction, st.last, st.last_point)
-        t1 = time.perf_counter()
-        out = self.scores(inputs)
+        # a steady screen keeps its element tuple (the same object): its scores stand until the
+        # screen, the instruction or the last action changes; only the decode (what is dead) is redone
+        key = (instruction, st.last, st.last_point)
+        if st.scored is None or st.scored[0] is not st.layer.elements or st.scored[1] != key:
+            inputs, elements = featurize(st.layer, image, instruction, st.last, st.last_point)
+            t1 = time.perf_counter()
+            st.scored = (st.layer.elements, key, self.scores(inputs), elements)
+        else:
+            t1 = time.perf_counter()
         t2 = time.perf_counter()
-        action, chosen = decode(out, elements, st.layer, instruction, avoid)
+        action, _ = decode(st.scored[2], st.scored[3], st.layer, instruction, avoid)
         t3 = time.perf_counter()
-        return action, chosen, {"features": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max()
-    return x - np.log(np.exp(x).sum())
+        return action, {"features": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}
 
 
 def decode(out: dict[str, np.ndarray], elements: list[UIElement], layer: ElementLayer, instruction: str,
            avoid: frozenset) -> tuple[Action, UIElement | None]:
     """The most probable (type, mark) pair whose action is valid and not dead; ``wait`` if none is."""
-    lt = _log_softmax(out["type_logits"][0])
+    lt = log_softmax(out["type_logits"][0])
     n = len(elements)
-    lm = _log_softmax(out["mark_logits"][0, :n]) if n else np.zeros(0)
+    lm = log_softmax(out["mark_logits"][0, :n]) if n else np.zeros(0)
     ws = words(instruction)[:MAX_WORDS]
     text = None
     if ws:
