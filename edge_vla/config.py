@@ -168,6 +168,8 @@ class MemoryConfig(_Section):
     regress: str | None = Field(None, min_length=1, description="compare the live stream with golden run NAME; "
                                 "regressions go to P/events")
     replay_run: str | None = Field(None, min_length=1, description="policy.kind=replay: the golden run to follow")
+    read_text: bool = Field(True, description="golden runs store their text lines and regression compares what "
+                            "the lines say (OCR in the memory writer thread while recording or regressing)")
     writer_nice: int = Field(10, ge=0, le=19, description="CPU niceness of the memory writer thread")
 
 

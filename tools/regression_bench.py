@@ -7,9 +7,10 @@ sqlite-vec memory database, then replay the screen live with benign variation
 noise of random quality, shifted frame phase and action times) and, in separate
 runs, with one injected defect. Reports recall per defect kind, false alarms per
 1,000 benign frames and localisation (IoU >= 0.5 of a reported box with the
-defect's truth box).
+defect's truth box). ``--read`` records each golden frame's text lines and compares what
+the live lines say too (``memory.textdiff``); run it with and without to see what reading adds.
 
-    .venv/bin/python tools/regression_bench.py --per-kind 20 --benign-screens 36 > bench.json
+    .venv/bin/python tools/regression_bench.py --per-kind 20 --benign-screens 36 [--read] [--kinds changed_label] > bench.json
 """
 
 from __future__ import annotations
@@ -78,7 +79,19 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--db", help="memory database (default: a temporary file)")
     ap.add_argument("--threshold", type=float, default=None, help="Params.diff_threshold override")
+    ap.add_argument("--read", action="store_true", help="also compare the text lines (OCR)")
+    ap.add_argument("--kinds", help="comma list of defect kinds (default: all)")
     args = ap.parse_args()
+    kinds = args.kinds.split(",") if args.kinds else list(DEFECTS)
+    ocr = None
+    if args.read:
+        from edge_vla.perception.layer import Perceiver
+        from edge_vla.perception.text import TextReader
+
+        ocr = TextReader(threads=2)
+
+    def reader():
+        return None if ocr is None else Perceiver(ocr)  # one per run: a layer follows one stream
     params = Params() if args.threshold is None else Params(diff_threshold=args.threshold)
     tmp = tempfile.TemporaryDirectory()
     db = Path(args.db) if args.db else Path(tmp.name) / "bench.db"
@@ -94,7 +107,8 @@ def main() -> int:
                 goldens.pop(next(iter(goldens)))
             t0 = time.perf_counter()
             name = f"s{seed}-{task}"
-            record_frames(store, name, scenario(seed, task, args, live=False).frames(), replace=True)
+            record_frames(store, name, scenario(seed, task, args, live=False).frames(), replace=True,
+                          reader=reader())
             goldens[key] = GoldenRun.load(store, name, params)
             timing["record_s"] += time.perf_counter() - t0
         return goldens[key]
@@ -108,7 +122,7 @@ def main() -> int:
                 injected["d"] = inject_defect(world, defect, rng)
             edits[args.inject_at] = do
         sc = scenario(seed, task, args, live=True, rng=rng, edits=edits)
-        reg = LiveRegressor(g)
+        reg = LiveRegressor(g, reader=reader())
         rows = []
         for k, f in enumerate(sc.frames()):
             t0 = time.perf_counter()
@@ -137,7 +151,7 @@ def main() -> int:
                     fa_examples.append({"seed": seed, "task": task, "frame": k,
                                         "boxes": [c.box for c in r.changes]})
     per_kind = {}
-    for kind in DEFECTS:
+    for kind in kinds:
         stats = {"injected": 0, "not_applicable": 0, "detected": 0, "localized": 0, "ious": [],
                  "element_ious": [], "misses": []}
         i = 0

@@ -39,11 +39,12 @@ def _out(data) -> None:
 
 def _guard(fn):
     def run(args: argparse.Namespace) -> int:
+        from ..perception.text import PerceptionWeightsError
         from .store import MemoryStoreError
 
         try:
             return fn(args)
-        except MemoryStoreError as exc:
+        except (MemoryStoreError, PerceptionWeightsError) as exc:
             print(f"edge-vla memory: {exc}", file=sys.stderr)
             return EXIT_MEMORY
     return run
@@ -87,6 +88,15 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reader(args: argparse.Namespace):
+    """The text reader for recording and regression, unless ``--no-read``."""
+    if args.no_read:
+        return None
+    from .textdiff import reader
+
+    return reader(threads=2)
+
+
 @_guard
 def cmd_record(args: argparse.Namespace) -> int:
     from .golden import SimScenario, promote, record_frames
@@ -98,7 +108,7 @@ def cmd_record(args: argparse.Namespace) -> int:
                              action_times=tuple(float(x) for x in args.actions.split(",") if x))
             info = {"source": "sim", "seed": args.seed, "task": args.task, "seconds": args.seconds, "fps": args.fps}
             res = record_frames(st, args.name, sc.frames(), stream=args.stream or "default",
-                                replace=args.replace, info=info)
+                                replace=args.replace, info=info, reader=_reader(args))
         else:
             if args.t_from is None:
                 print("edge-vla memory record: give --sim, or --from (and --to) to promote stored frames",
@@ -140,7 +150,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
                              task=info.get("task"), seconds=info.get("seconds", 6.0), fps=info.get("fps", 5.0),
                              at=edits)
             images = (f.image for f in sc.frames())
-        report = regress_frames(golden, images)
+        report = regress_frames(golden, images, reader=_reader(args) if any(f.text for f in golden.frames) else None)
         if not args.all_steps:
             report["steps"] = [s for s in report["steps"] if s["changes"]]
         if args.publish:
@@ -205,6 +215,7 @@ def add_parser(sub, with_config) -> None:
     r.add_argument("--height", type=int, default=720)
     r.add_argument("--actions", default="2,4", help="sim seconds at which the oracle acts")
     r.add_argument("--replace", action="store_true")
+    r.add_argument("--no-read", action="store_true", help="do not store the frames' text lines (no OCR)")
     r.set_defaults(func=cmd_record)
 
     g = common(msub.add_parser("regress", help="compare a run with golden run NAME; exit 1 on a regression"))
@@ -217,4 +228,5 @@ def add_parser(sub, with_config) -> None:
     g.add_argument("--defect-at", type=float, default=0.5)
     g.add_argument("--publish", action="store_true", help="publish regressions on P/events (mqtt settings)")
     g.add_argument("--all-steps", action="store_true", help="list unchanged steps too")
+    g.add_argument("--no-read", action="store_true", help="compare pixels only, not what the text lines say")
     g.set_defaults(func=cmd_regress)

@@ -20,6 +20,7 @@ import numpy as np
 from .embed import Embedder, default_embedder
 from .ingest import encode_thumb
 from .store import ActionRecord, FrameRecord, MemoryStore, MemoryStoreError
+from .textdiff import text_lines
 
 
 @dataclass
@@ -33,7 +34,9 @@ class RunFrame:
 
 def record_frames(store: MemoryStore, name: str, frames: Iterable[RunFrame], stream: str = "default",
                   embedder: Embedder | None = None, golden_width: int = 640, replace: bool = False,
-                  info: dict | None = None, batch: int = 32) -> dict[str, Any]:
+                  info: dict | None = None, batch: int = 32, reader=None) -> dict[str, Any]:
+    """Write ``frames`` as golden run ``name``; with ``reader`` (a ``perception.Perceiver``) each
+    frame's text lines are stored too, for regression by what the screen says."""
     embedder = embedder or default_embedder()
     created = False
     recs: list[FrameRecord] = []
@@ -47,9 +50,10 @@ def record_frames(store: MemoryStore, name: str, frames: Iterable[RunFrame], str
             store.create_run(name, stream, w, h, info, replace=replace)
             created = True
         thumb, size = encode_thumb(f.image, golden_width, "png")
+        text = None if reader is None else text_lines(reader.perceive(f.image, f.ts))
         recs.append(FrameRecord(stream=stream, seq=seq, ts=f.ts, width=w, height=h, embedding=embedder.embed(f.image),
                                 kind="golden", run=name, instruction=f.instruction, thumb=thumb, thumb_fmt="png",
-                                thumb_size=size))
+                                thumb_size=size, text=text))
         if f.action is not None:
             aid = str(uuid.uuid4())
             acts.append(ActionRecord(aid, stream, seq, f.ts, {**f.action, "id": aid, "published_ts": f.ts}))

@@ -84,6 +84,7 @@ class MemoryIngest:
         self._thread: threading.Thread | None = None
         self._seq_ids: dict[tuple[str, int], int] = {}
         self._run_created = False
+        self._readers: dict[str, Any] = {}  # stream -> Perceiver, while recording with memory.read_text
 
     # -- the event-loop side: never blocks ----------------------------------------------------
     def on_sampled(self, frame: Frame) -> None:
@@ -214,10 +215,26 @@ class MemoryIngest:
             fmt = "png" if golden else "jpeg"
             thumb, size = encode_thumb(frame.image, width, fmt)
         self.stats.embed_ms_total += (time.perf_counter() - t0) * 1e3
+        text = self._read(frame) if golden and self.cfg.read_text else None
         return FrameRecord(stream=frame.stream, seq=frame.seq, ts=frame.wall_ts, width=frame.width,
                            height=frame.height, embedding=emb, kind="golden" if golden else "live",
                            run=self.record_run, instruction=frame.instruction, thumb=thumb, thumb_fmt=fmt,
-                           thumb_size=size)
+                           thumb_size=size, text=text)
+
+    def _read(self, frame: Frame) -> list | None:
+        """A golden frame's text lines; None (recorded without them) when the OCR weights cannot load."""
+        from ..perception.text import PerceptionWeightsError
+        from .textdiff import reader, text_lines
+
+        r = self._readers.get(frame.stream)
+        if r is None:
+            try:
+                r = self._readers[frame.stream] = reader()
+            except PerceptionWeightsError as exc:
+                log.error("memory.read_text_unavailable", error=str(exc))
+                self.cfg = self.cfg.model_copy(update={"read_text": False})
+                return None
+        return text_lines(r.perceive(frame.image, frame.t_capture))
 
     def _flush(self, store: MemoryStore, frames, images, actions, verdicts) -> None:
         t0 = time.perf_counter()

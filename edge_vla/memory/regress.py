@@ -15,6 +15,10 @@ Changed pixels are grouped in blocks; each connected group of blocks with
 enough changed pixels is one change, reported as the bounding box of its
 pixels in 0..1000 frame coordinates, with the embedding grid tiles it touches.
 A live run reports a regression when changes persist for ``persist`` frames.
+
+Reading: when the golden run stored its text lines and the regressor has a reader, the live
+frame's lines are read too (incrementally) and a line that says something else is a change,
+boxed by its line and carrying both texts (``memory.textdiff``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from PIL import Image
 
 from .embed import Embedding, GridEmbedder, tile_distances
 from .store import MemoryStore, MemoryStoreError
+from .textdiff import Line, TextChange, text_changes, text_lines
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,12 @@ class Change:
     tiles: list[int]
     tile_boxes: list[tuple[int, int, int, int]]
     score: float
+    text: list[TextChange] = field(default_factory=list)  # lines here that read differently
 
     def as_dict(self) -> dict[str, Any]:
         return {"box": list(self.box), "pixels": self.pixels, "tiles": self.tiles,
-                "tile_boxes": [list(b) for b in self.tile_boxes], "score": round(self.score, 3)}
+                "tile_boxes": [list(b) for b in self.tile_boxes], "score": round(self.score, 3),
+                **({"text": [t.as_dict() for t in self.text]} if self.text else {})}
 
 
 @dataclass
@@ -85,6 +92,7 @@ class RefFrame:
     blurred: np.ndarray | None = None
     volatile: np.ndarray | None = None
     volatile_boxes: list | None = None
+    text: list[Line] | None = None  # read at record time; None: the run was recorded without reading
 
 
 def _box3(a: np.ndarray) -> np.ndarray:
@@ -191,6 +199,7 @@ class GoldenRun:
         self.size = (frames[0].thumb.shape[1], frames[0].thumb.shape[0])
         self._vectors = np.stack([f.vector for f in frames])
         self._action_ts = np.array(sorted(a.get("ts", f.ts) for f in frames for a in f.actions), np.float64)
+        self._live_lines: list | None = None
 
     @classmethod
     def load(cls, store: MemoryStore, name: str, params: Params | None = None) -> "GoldenRun":
@@ -201,7 +210,7 @@ class GoldenRun:
                 raise MemoryStoreError(f"golden run {name!r}: frame {h.frame_id} has no reference thumbnail")
             acts = [dict(a, ts=a.get("published_ts", h.ts)) for a in h.actions]
             frames.append(RefFrame(h.frame_id, h.ts, store.frame_vector(h.frame_id), store.frame_tiles(h.frame_id),
-                                   store.thumb_image(h.thumb), acts))
+                                   store.thumb_image(h.thumb), acts, text=store.frame_text(h.frame_id)))
         return cls(name, frames, params, info)
 
     def blurred(self, i: int) -> np.ndarray:
@@ -231,6 +240,18 @@ class GoldenRun:
             # text that changes (a clock) is volatile along its whole line
             f.volatile = regions | dilate_rect(mask, int(p.volatile_line * mask.shape[1]), p.volatile_dilate)
         return f.volatile
+
+    def live_lines(self) -> list[tuple[int, int, int, int]]:
+        """Boxes (0..1000) where the golden run's own text changes between two frames with no
+        action in between (a clock, a counter): what a line says there is not the screen's."""
+        if self._live_lines is None:
+            self._live_lines = []
+            for a, b in zip(self.frames, self.frames[1:]):
+                # an action stamped with frame a's time shows from frame b on
+                if a.text is None or b.text is None or np.any((self._action_ts >= a.ts) & (self._action_ts < b.ts)):
+                    continue
+                self._live_lines += [c.box for c in text_changes(a.text, b.text)]
+        return self._live_lines
 
     def similarities(self, vector: np.ndarray) -> np.ndarray:
         return self._vectors @ vector.astype(np.float32)
@@ -311,11 +332,42 @@ def absorb_volatile(changes: list[Change], vboxes: list, size: tuple[int, int], 
     return changes
 
 
-class LiveRegressor:
-    """Aligns a stream of live frames to a golden run and reports changes per frame."""
+def tiles_of(box: tuple[int, int, int, int], grid: tuple[int, int]) -> list[int]:
+    """Embedding grid tiles (row-major) that a 0..1000 box touches."""
+    cols, rows = grid
+    c0, c1 = box[0] * cols // 1000, min(cols - 1, (box[2] - 1) * cols // 1000)
+    r0, r1 = box[1] * rows // 1000, min(rows - 1, (box[3] - 1) * rows // 1000)
+    return [r * cols + c for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]
 
-    def __init__(self, golden: GoldenRun, embedder=None):
+
+def _touch(a, b) -> bool:
+    return a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3]
+
+
+def with_text(changes: list[Change], texts: list[TextChange], grid: tuple[int, int]) -> list[Change]:
+    """Text changes joined to the pixel changes they touch; a line that now says other words and
+    that the pixels missed (same ink, other letters) is a change of its own. A line that is only
+    gone counts where the pixels agree: the reader alone may miss a line in a noisy frame."""
+    cols, rows = grid
+    for t in texts:
+        hit = [c for c in changes if _touch(c.box, t.box)]
+        for c in hit:
+            c.text.append(t)
+        if not hit and t.live:
+            tiles = tiles_of(t.box, grid)
+            boxes = [(k % cols * 1000 // cols, k // cols * 1000 // rows, (k % cols + 1) * 1000 // cols,
+                      (k // cols + 1) * 1000 // rows) for k in tiles]
+            changes.append(Change(t.box, 0, tiles, boxes, 1.0, [t]))
+    return changes
+
+
+class LiveRegressor:
+    """Aligns a stream of live frames to a golden run and reports changes per frame; with a
+    ``reader`` (a ``perception.Perceiver``) also compares what the lines say."""
+
+    def __init__(self, golden: GoldenRun, embedder=None, reader=None):
         self.golden = golden
+        self.reader = reader
         self.embedder = embedder or GridEmbedder()
         self.pointer: int | None = None
         self._offset: float | None = None  # golden ts - live ts at the last alignment
@@ -353,14 +405,34 @@ class LiveRegressor:
         delta = tile_distances(emb.tiles, ref.tiles)
         changes = components(mask, self.golden.params, (emb.cols, emb.rows), delta)
         changes = absorb_volatile(changes, ref.volatile_boxes or [], self.golden.size)
+        if self.reader is not None and ref.text is not None:
+            changes = with_text(changes, self._read(image, ts, i), (emb.cols, emb.rows))
         self._streak = self._streak + 1 if changes else 0
         return StepReport(i, ref.frame_id, sim, changes, regression=self._streak >= self.golden.params.persist,
                           action=ref.actions[0] if ref.actions else None)
 
+    def _read(self, image: np.ndarray, ts: float | None, i: int) -> list[TextChange]:
+        """Golden frame i's lines against the live frame's, less the golden run's own live areas
+        (pixels that change near frame i, lines whose text changes anywhere in the run)."""
+        ref, g = self.golden.frames[i], self.golden
+        vol = g.volatile(i)
+        vh, vw = vol.shape
 
-def regress_frames(golden: GoldenRun, images, embedder=None) -> dict[str, Any]:
+        live = g.live_lines()
+
+        def steady(line: Line) -> bool:
+            box = (x0, y0, x1, y1) = line[0]
+            return not vol[y0 * vh // 1000:max(y0 * vh // 1000 + 1, y1 * vh // 1000),
+                           x0 * vw // 1000:max(x0 * vw // 1000 + 1, x1 * vw // 1000)].any() \
+                and not any(_touch(box, b) for b in live)
+
+        layer = self.reader.perceive(image, ts)
+        return text_changes([ln for ln in ref.text or [] if steady(ln)], text_lines(layer))
+
+
+def regress_frames(golden: GoldenRun, images, embedder=None, reader=None) -> dict[str, Any]:
     """Offline: compare a sequence of images (a recorded run) with the golden run."""
-    reg = LiveRegressor(golden, embedder)
+    reg = LiveRegressor(golden, embedder, reader)
     steps = []
     for k, image in enumerate(images):
         r = reg.step(image)

@@ -82,6 +82,19 @@ class MemoryService:
         self._event("memory_disabled", reason=reason, error_type=type(exc).__name__,
                     path=str(self.cfg.path))
 
+    def _reader(self, golden):
+        """A text reader for the live side when the golden run was read and reading is on."""
+        if not self.cfg.read_text or all(f.text is None for f in golden.frames):
+            return None
+        from ..perception.text import PerceptionWeightsError
+        from .textdiff import reader
+
+        try:
+            return reader()
+        except PerceptionWeightsError as exc:
+            log.error("memory.read_text_unavailable", error=str(exc))
+            return None
+
     def _written(self, rec: FrameRecord, image: np.ndarray | None) -> None:
         if self.cfg.regress is None or image is None or self.regress_error is not None:
             return
@@ -89,7 +102,8 @@ class MemoryService:
             from .regress import GoldenRun, LiveRegressor
 
             try:
-                self.regressor = LiveRegressor(GoldenRun.load(self.ingest.store, self.cfg.regress))
+                golden = GoldenRun.load(self.ingest.store, self.cfg.regress)
+                self.regressor = LiveRegressor(golden, reader=self._reader(golden))
             except Exception as exc:
                 self.regress_error = str(exc)
                 log.error("memory.regress_unavailable", run=self.cfg.regress, error=str(exc))

@@ -11,7 +11,7 @@ recognised, never migrated):
   tile embeddings as uint8) for time-range queries and retention.
 - ``thumbs``: JPEG (live) or PNG (golden reference) thumbnails.
 - ``actions``: the actions taken on frames and their verdicts (feedback).
-- ``runs``: golden runs (v2).
+- ``runs``: golden runs (v2); ``frames.text``: a golden frame's text lines (v3).
 
 The stdlib ``sqlite3`` often cannot load extensions (see FIELD-NOTES), so this
 uses apsw. Every insert is checked (``changes() == 1``) and the last vector of
@@ -33,7 +33,7 @@ import sqlite_vec
 
 from .embed import FRAME_DIM, Embedding, tiles_from_bytes, tiles_to_bytes
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x45564C41  # "EVLA"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_VEC_VERSION = "v0.1.9"  # pinned in pyproject; a different one must be re-checked first
@@ -88,6 +88,9 @@ _MIGRATIONS: list[list[str]] = [
         "CREATE INDEX frames_run ON frames(run, ts)",
         "ALTER TABLE actions ADD COLUMN verdict TEXT",
     ],
+    [  # 2 -> 3: a golden frame's text lines (JSON [[x0, y0, x1, y1, text, conf], ...], 0..1000 boxes)
+        "ALTER TABLE frames ADD COLUMN text TEXT",
+    ],
 ]
 
 
@@ -107,6 +110,7 @@ class FrameRecord:
     thumb: bytes | None = None
     thumb_fmt: str = "jpeg"
     thumb_size: tuple[int, int] = (0, 0)
+    text: list | None = None  # golden frames read at record time: [(box 0..1000, text, confidence), ...]
 
 
 @dataclass
@@ -270,10 +274,11 @@ class MemoryStore:
                                        (f.thumb_fmt, f.thumb_size[0], f.thumb_size[1], f.thumb))
                         thumb_id = self.conn.last_insert_rowid()
                     self._exec_one(
-                        "INSERT INTO frames(stream, seq, ts, kind, width, height, instruction, tiles, thumb, run)"
-                        " VALUES(?,?,?,?,?,?,?,?,?,?)",
+                        "INSERT INTO frames(stream, seq, ts, kind, width, height, instruction, tiles, thumb, run, text)"
+                        " VALUES(?,?,?,?,?,?,?,?,?,?,?)",
                         (f.stream, f.seq, f.ts, f.kind, f.width, f.height, f.instruction,
-                         tiles_to_bytes(f.embedding.tiles), thumb_id, f.run))
+                         tiles_to_bytes(f.embedding.tiles), thumb_id, f.run,
+                         None if f.text is None else json.dumps([[*b, t, c] for b, t, c in f.text], separators=(",", ":"))))
                     fid = self.conn.last_insert_rowid()
                     vec = f.embedding.frame.astype(np.float32).tobytes()
                     self._exec_one("INSERT INTO frame_vec(frame_id, stream, embedding, ts, kind, thumb)"
@@ -435,6 +440,16 @@ class MemoryStore:
         if data is None:
             raise KeyError(frame_id)
         return tiles_from_bytes(data)
+
+    def frame_text(self, frame_id: int) -> list | None:
+        """The text lines stored with a frame ([(box, text, confidence), ...]); None when it was not read."""
+        raw = self._one("SELECT text FROM frames WHERE id = ?", (frame_id,))
+        if raw is None:
+            return None
+        try:
+            return [(tuple(int(v) for v in r[:4]), str(r[4]), float(r[5])) for r in json.loads(raw)]
+        except (ValueError, TypeError, IndexError) as exc:
+            raise MemoryStoreError(f"memory database {self.path}: frame {frame_id}: bad text layer ({exc})") from None
 
     def thumb(self, thumb_id: int) -> tuple[str, bytes]:
         row = self.conn.execute("SELECT fmt, data FROM thumbs WHERE id = ?", (thumb_id,)).fetchone()

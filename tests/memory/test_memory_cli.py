@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from edge_vla.cli import main
-from edge_vla.memory.store import MemoryStore
+from edge_vla.memory.store import SCHEMA_VERSION, MemoryStore
 from edge_vla.sim import SimWorld
 
 
@@ -26,7 +26,7 @@ def test_record_stats_query_regress(tmp_path, capsys, clean_env):
                      "--width", "640", "--height", "360", "--seconds", "2", "--actions", "1")
     assert rc == 0 and rec == {"run": "home", "frames": 10, "actions": 1}
     rc, stats, _ = run(capsys, "memory", "stats", *common)
-    assert rc == 0 and stats["runs"] == ["home"] and stats["golden_frames"] == 10 and stats["schema_version"] == 2
+    assert rc == 0 and stats["runs"] == ["home"] and stats["golden_frames"] == 10 and stats["schema_version"] == SCHEMA_VERSION
     img = tmp_path / "screen.png"
     Image.fromarray(np.asarray(SimWorld(seed=2, width=640, height=360, task="checkbox").render())).save(img)
     rc, q, _ = run(capsys, "memory", "query", *common, "--image", str(img), "-k", "2", "--thumbs", str(tmp_path / "t"))
