@@ -7,7 +7,8 @@ Owns: installing a few pinned npm admin templates into a cache folder, serving t
 links, labelled fields, checkboxes and labelled icons into plain-English grounding cases.
 Why: the simulator's screens are ours; this set measures whether the model reads screens
 written by other people. Output: PNG screenshots plus ``cases.json`` (a list of
-{image, width, height, instruction, box [x0, y0, x1, y1) in viewport px, kind, text, page}).
+{image, width, height, instruction, box [x0, y0, x1, y1) in viewport px, kind, text, page, also:
+the boxes of the control's <label>s, whose click activates it too}).
 
     .venv/bin/python tools/real_pages.py --out /tmp/rp [--cache .cache/real-pages] [--seed 0] [--max-cases N]
 
@@ -62,6 +63,7 @@ class Template:
     mounts: dict[str, str] = field(default_factory=dict)  # url prefix -> folder (relative to cache)
     via_pack: bool = False          # install with `npm pack` (no dependencies) instead of npm install
     vendor: list[str] = field(default_factory=list)       # extra npm packages for a side prefix
+    held_out: bool = False          # the "fresh" set: added after the model was built, never inspected
 
 
 TEMPLATES = [
@@ -83,7 +85,16 @@ TEMPLATES = [
               "bootstrap-buttons.html", "bootstrap-form.html", "components-table.html",
               "features-setting-detail.html"],
              mounts={"/node_modules/": "stisla-vendor/node_modules"}, via_pack=True, vendor=STISLA_VENDOR),
+    # The fresh set: two more generators (Bootstrap 5 and Material styles), added in session 9 and
+    # only ever scored, never looked at case by case, so it stays a clean held-out check.
+    Template("sb-admin", "startbootstrap-sb-admin", "7.0.7", "node_modules/startbootstrap-sb-admin/dist",
+             ["login.html", "register.html", "password.html", "index.html", "tables.html", "charts.html",
+              "401.html", "layout-static.html"], held_out=True),
+    Template("material", "material-dashboard", "3.1.0", "node_modules/material-dashboard",
+             ["pages/sign-in.html", "pages/sign-up.html", "pages/dashboard.html", "pages/billing.html",
+              "pages/profile.html", "pages/tables.html", "pages/notifications.html"], held_out=True),
 ]
+SETS = {"dev": lambda t: not t.held_out, "fresh": lambda t: t.held_out, "all": lambda t: True}
 
 
 def log(msg: str) -> None:
@@ -111,16 +122,16 @@ def _installed(cache: Path, t: Template) -> bool:
     return all((cache / d).is_dir() for d in t.mounts.values())
 
 
-def ensure_installed(cache: Path) -> list[Template]:
+def ensure_installed(cache: Path, templates: list[Template]) -> list[Template]:
     """Install what is missing (idempotent); return the templates that are usable."""
     cache.mkdir(parents=True, exist_ok=True)
     if not (cache / ".gitignore").exists():   # the default cache lives inside the repo
         (cache / ".gitignore").write_text("*\n")
-    missing = [t for t in TEMPLATES if not _installed(cache, t)]
+    missing = [t for t in templates if not _installed(cache, t)]
     if missing and shutil.which("npm") is None:
         log("error: npm not found on PATH; it is needed once to fill the cache "
             f"({cache}) with: {', '.join(t.package for t in missing)}")
-        return [t for t in TEMPLATES if t not in missing]
+        return [t for t in templates if t not in missing]
     plain = [t for t in missing if not t.via_pack]
     if plain:
         specs = [f"{t.package}@{t.version}" for t in plain]
@@ -148,7 +159,7 @@ def ensure_installed(cache: Path) -> list[Template]:
             vdir = cache / Path(next(iter(t.mounts.values()))).parts[0]
             _npm(["install", "--prefix", str(vdir), "--no-audit", "--no-fund", *t.vendor])
     ok = []
-    for t in TEMPLATES:
+    for t in templates:
         if _installed(cache, t):
             ok.append(t)
         else:
@@ -254,6 +265,12 @@ SCAN_JS = r"""
     return b;
   };
   const labelText = lab => norm(renderedText(lab).replace(/[*:]+\s*$/, ''));
+  // A click on a <label> of a control activates that control (focus for a field, toggle for a
+  // checkbox): those boxes count as hits too, in the "activating" score.
+  const labelBoxes = el => Array.from(el.labels || []).map(l => {
+    const lb = vis(l) ? clip(l.getBoundingClientRect()) : null;
+    return lb && hits(l, lb) ? lb : null;
+  }).filter(Boolean);
   const out = [], seen = new Set(), allTexts = [];
 
   // buttons and links
@@ -301,7 +318,7 @@ SCAN_JS = r"""
     if (!text) continue;
     allTexts.push(text);
     if (text.length > 30 || !hits(el, b)) continue;
-    out.push({kind: 'field', text, box: b, tag: el.tagName.toLowerCase(), src});
+    out.push({kind: 'field', text, box: b, tag: el.tagName.toLowerCase(), src, also: labelBoxes(el)});
   }
 
   // checkboxes (the box itself when painted; else the label plus its ::before box, which is
@@ -336,7 +353,8 @@ SCAN_JS = r"""
     }
     allTexts.push(text);
     if (text.length > 30) continue;
-    out.push({kind: 'checkbox', text, box: b, tag: target.tagName.toLowerCase(), src: el.checked ? 'checked' : ''});
+    out.push({kind: 'checkbox', text, box: b, tag: target.tagName.toLowerCase(), src: el.checked ? 'checked' : '',
+              also: labelBoxes(el)});
   }
   return {cands: out, texts: allTexts, W, H};
 }
@@ -472,6 +490,7 @@ def render(chromium: str, cache: Path, templates: list[Template], out: Path, see
                                 "image": img, "width": vw, "height": vh,
                                 "instruction": instruction(c["kind"], c["text"], c.get("src", ""), rng),
                                 "box": int_box(c["box"], vw, vh), "kind": c["kind"], "text": c["text"],
+                                "also": [int_box(b, vw, vh) for b in c.get("also", [])],
                                 "page": page_id,
                             })
                             stats[t.name]["cases"] += 1
@@ -489,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="output folder (PNGs + cases.json)")
     ap.add_argument("--cache", type=Path, default=Path(".cache/real-pages"), help="npm install prefix")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", default="dev", choices=sorted(SETS),
+                    help="dev: the four templates used while building m2/m3; fresh: two later ones, never inspected")
     ap.add_argument("--max-cases", type=int, default=None, help="stop after this many cases")
     ap.add_argument("--per-screen", type=int, default=PER_SCREEN, help="at most this many cases per screenshot")
     ap.add_argument("--chromium", default=os.environ.get("CHROMIUM", "/usr/bin/chromium"),
@@ -501,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             "or pass --chromium PATH)")
         return 2
     t0 = time.monotonic()
-    templates = ensure_installed(args.cache.resolve())
+    templates = ensure_installed(args.cache.resolve(), [t for t in TEMPLATES if SETS[args.set](t)])
     if not templates:
         log("error: no template could be installed")
         return 1

@@ -33,7 +33,7 @@ def test_real_pages_small_run(tmp_path):
     if not (shutil.which(CHROMIUM) or Path(CHROMIUM).is_file()):
         pytest.skip(f"no Chromium at {CHROMIUM}")
     rp = _tool()
-    if not rp.ensure_installed(CACHE):  # first use needs npm and the registry
+    if not rp.ensure_installed(CACHE, [t for t in rp.TEMPLATES if rp.SETS["dev"](t)]):  # first use needs npm and the registry
         pytest.skip("no admin template could be installed (offline?)")
 
     out = tmp_path / "rp"
