@@ -58,3 +58,29 @@ def best_matches(texts: list[str], instruction: str) -> list[tuple[float, int, i
         j = int(row.argmax())
         out.append((float(row[j]), sp[j][0], sp[j][1]))
     return out
+
+
+PART = 90  # partial-match score (0..100) at which a span counts as found inside a longer line
+
+
+def locate(text: str, instruction: str) -> tuple[float, float] | None:
+    """Where in ``text`` (as fractions of its length) the longest instruction span it contains
+    lies, when that is only part of the line: the OCR reads "New here? Create an account" as one
+    line, and the link is its end. None when no span is found, or it is most of the line."""
+    t = text.lower()
+    if len(t) < 4:
+        return None
+    m, _, ws = match_matrix([text], instruction)
+    if m.size and m.max() >= 0.8:
+        return None  # a span names the whole line
+    best = None
+    for i, n in spans(ws):
+        span = " ".join(ws[i:i + n]).lower()
+        if len(span) < 3 or (best is not None and len(span) <= best[0]) or len(span) > 0.8 * len(t):
+            continue
+        if _DIGITS.findall(span) and not set(_DIGITS.findall(span)) <= set(_DIGITS.findall(t)):
+            continue
+        a = fuzz.partial_ratio_alignment(span, t, score_cutoff=PART)
+        if a is not None and a.score >= PART:
+            best = (len(span), a.dest_start / len(t), a.dest_end / len(t))
+    return None if best is None else (best[1], best[2])

@@ -9,6 +9,7 @@ The grammar is the element list: a click can only land on a mark that exists.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from PIL import Image
 from ..actions import Action, Target, box_to_normalized, to_normalized, to_pixels
 from ..config import ModelConfig
 from ..perception.layer import KINDS, ElementLayer, Perceiver, UIElement
-from ..perception.match import best_matches, words
+from ..perception.match import best_matches, locate, words
 from ..perception.text import (DET_FILE, REC_FILE, WEIGHTS_PACKAGE, PerceptionWeightsError, TextReader, sha256,
                                weight_files)
 from .avoid import is_dead, log_softmax
@@ -28,6 +29,9 @@ from .bundle import Bundle, BundleError
 from .session import open_session
 
 MAX_WORDS, MAX_ELEMENTS, MAX_CHARS = 24, 64, 16
+# Real pages carry 100-200 elements (a sidebar, a table); the sim's screens under 64. The graph takes
+# any number of marks; beyond MAX_MARKS the ones the instruction names least are left out.
+MAX_MARKS = 192
 CROP_H, CROP_W = 12, 24
 N_FEATS, N_GLOBAL = 24, 8
 TYPES = ("click", "type", "key", "scroll_down", "scroll_up", "wait", "done")
@@ -93,9 +97,14 @@ def label_features(f: np.ndarray) -> np.ndarray:
 
 
 def featurize(layer: ElementLayer, image: np.ndarray, instruction: str, last: str = "none",
-              last_point: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], list[UIElement]]:
+              last_point: tuple[int, int] | None = None, limit: int = MAX_MARKS
+              ) -> tuple[dict[str, np.ndarray], list[UIElement]]:
     """The chooser's inputs for one frame, and the elements in the order of its mark outputs."""
-    elements = list(layer.elements[:MAX_ELEMENTS])
+    elements = list(layer.elements)
+    matches = best_matches([e.text for e in elements], instruction)
+    if len(elements) > limit:
+        keep = sorted(sorted(range(len(elements)), key=lambda i: -matches[i][0])[:limit])
+        elements, matches = [elements[i] for i in keep], [matches[i] for i in keep]
     n = max(1, len(elements))  # the graph takes any number of marks: no padding to pay for
     ws = words(instruction)[:MAX_WORDS]
     w, h = layer.width, layer.height
@@ -108,7 +117,6 @@ def featurize(layer: ElementLayer, image: np.ndarray, instruction: str, last: st
     feats = np.zeros((1, n, N_FEATS), np.float32)
     crops = np.zeros((1, n, 3, CROP_H, CROP_W), np.float32)
     mask = np.zeros((1, n), np.float32)
-    matches = best_matches([e.text for e in elements], instruction)
     panels = [e.box for e in elements if e.kind == "panel"]
     nw = max(1, len(ws))
     for i, (e, (score, start, span)) in enumerate(zip(elements, matches)):
@@ -133,13 +141,18 @@ def featurize(layer: ElementLayer, image: np.ndarray, instruction: str, last: st
     g = np.zeros((1, N_GLOBAL), np.float32)
     g[0, LAST.index(last) if last in LAST else 0] = 1
     g[0, 6] = float(bool(panels))
-    g[0, 7] = len(elements) / MAX_ELEMENTS
+    g[0, 7] = min(1.0, len(elements) / MAX_ELEMENTS)
     return {"words": word_bytes, "word_mask": word_mask, "texts": texts, "feats": feats, "crops": crops,
             "elem_mask": mask, "globals": g}, elements
 
 
-def point_of(e: UIElement, layer: ElementLayer) -> tuple[int, int]:
+def point_of(e: UIElement, layer: ElementLayer, instruction: str = "") -> tuple[int, int]:
+    """The mark's centre; on a text line that holds what the instruction names as only part of
+    it (a link at the end of a sentence), the centre of that part."""
     cx, cy = e.centre()
+    part = locate(e.text, instruction) if e.kind == "text" and instruction else None
+    if part is not None:
+        cx = e.box[0] + (e.box[2] - e.box[0]) * (part[0] + part[1]) / 2
     return to_normalized(cx, cy, layer.width, layer.height)
 
 
@@ -147,7 +160,8 @@ def target_of(e: UIElement, layer: ElementLayer) -> Target:
     return Target(kind=e.kind, text=e.text or None, box=box_to_normalized(e.box, layer.width, layer.height))
 
 
-def action_for(kind: str, e: UIElement | None, layer: ElementLayer, text: str | None = None) -> Action | None:
+def action_for(kind: str, e: UIElement | None, layer: ElementLayer, text: str | None = None,
+               instruction: str = "") -> Action | None:
     """The contract action for a chosen type and mark; None when the type needs a mark and has none."""
     if kind in ("wait", "done"):
         return Action(type=kind)
@@ -155,7 +169,7 @@ def action_for(kind: str, e: UIElement | None, layer: ElementLayer, text: str | 
         return Action(type="key", key="ctrl+a")
     if e is None:
         return None
-    x, y = point_of(e, layer)
+    x, y = point_of(e, layer, instruction)
     target = target_of(e, layer)
     if kind == "click":
         return Action(type="click", x=x, y=y, target=target)
@@ -176,7 +190,7 @@ class StreamState:
     instruction: str | None = None
     last: str = "none"
     last_point: tuple[int, int] | None = None
-    scored: tuple | None = None  # (elements, (instruction, last, last_point), chooser outputs, marks) of the last run
+    scored: tuple | None = None  # (elements, (instruction, last, last_point), outputs, marks, named ids) of the last run
 
 
 class MarksBase:
@@ -239,30 +253,43 @@ class MarksBase:
         raise NotImplementedError
 
 
+def read_choice(layer: ElementLayer, instruction: str, avoid: frozenset) -> Action | None:
+    """Reading alone: a click on the text element that best matches a span of the instruction
+    (at least MATCH_MIN); None when nothing on screen says what the instruction names."""
+    texts = [e for e in layer.elements if e.kind == "text"]
+    ranked = sorted(zip(best_matches([e.text for e in texts], instruction), texts),
+                    key=lambda p: (-p[0][0], -p[0][2]))
+    for (score, _, _), e in ranked:
+        if score < MATCH_MIN:
+            break
+        a = action_for("click", e, layer, instruction=instruction)
+        if a is not None and not is_dead(a, avoid):
+            return a
+    return None
+
+
 class TextMatchRuntime(MarksBase):
     """The baseline: the text element that best matches a span of the instruction, clicked."""
 
     def choose(self, image, st, instruction, avoid):
         t0 = time.perf_counter()
-        layer = st.layer
-        texts = [e for e in layer.elements if e.kind == "text"]
-        ranked = sorted(zip(best_matches([e.text for e in texts], instruction), texts),
-                        key=lambda p: (-p[0][0], -p[0][2]))
-        for (score, _, _), e in ranked:
-            if score < MATCH_MIN:
-                break
-            a = action_for("click", e, layer)
-            if a is not None and not is_dead(a, avoid):
-                return a, {"decode": (time.perf_counter() - t0) * 1e3}
-        return Action(type="wait"), {"decode": (time.perf_counter() - t0) * 1e3}
+        action = read_choice(st.layer, instruction, avoid) or Action(type="wait")
+        return action, {"decode": (time.perf_counter() - t0) * 1e3}
 
 
 class MarksRuntime(MarksBase):
-    """The student: ``chooser.onnx`` scores action types and marks; the best live pair wins."""
+    """The student: ``chooser.onnx`` scores action types and marks; the best live pair wins.
+
+    Where the student is less sure of its pick than the bundle's ``inputs.defer_below``, the pick is
+    not a click on something the instruction names, and reading names a target, reading's click is
+    taken: on screens unlike its training ones the student is unsure and then wrong two times in
+    three, while reading does not care what a page looks like."""
 
     def __init__(self, bundle: Bundle, cfg: ModelConfig):
         super().__init__(bundle, cfg)
         self.session = open_session(bundle.file(GRAPH), cfg)
+        self.defer_below = float(bundle.manifest.inputs.get("defer_below", 0.0))
+        self.decisions = self.deferred = 0  # how often reading overruled an unsure student
 
     def scores(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self.session.get_outputs()]
@@ -276,18 +303,30 @@ class MarksRuntime(MarksBase):
         if st.scored is None or st.scored[0] is not st.layer.elements or st.scored[1] != key:
             inputs, elements = featurize(st.layer, image, instruction, st.last, st.last_point)
             t1 = time.perf_counter()
-            st.scored = (st.layer.elements, key, self.scores(inputs), elements)
+            f = inputs["feats"][0]
+            named = {e.id for e, own, label in zip(elements, f[:, 12], f[:, 22]) if max(own, label) >= MATCH_MIN}
+            st.scored = (st.layer.elements, key, self.scores(inputs), elements, named)
         else:
             t1 = time.perf_counter()
         t2 = time.perf_counter()
-        action, _ = decode(st.scored[2], st.scored[3], st.layer, instruction, avoid)
+        action, chosen, logp = decode(st.scored[2], st.scored[3], st.layer, instruction, avoid)
+        self.decisions += 1
+        # a click on what the instruction names (its text, or the field or box that text labels)
+        # stands however unsure; anything else from an unsure student gives way to reading
+        supported = action.type == "click" and chosen is not None and chosen.id in st.scored[4]
+        if self.defer_below > 0 and logp < math.log(self.defer_below) and not supported:
+            read = read_choice(st.layer, instruction, avoid)
+            if read is not None:
+                action = read
+                self.deferred += 1
         t3 = time.perf_counter()
         return action, {"features": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3, "decode": (t3 - t2) * 1e3}
 
 
 def decode(out: dict[str, np.ndarray], elements: list[UIElement], layer: ElementLayer, instruction: str,
-           avoid: frozenset) -> tuple[Action, UIElement | None]:
-    """The most probable (type, mark) pair whose action is valid and not dead; ``wait`` if none is."""
+           avoid: frozenset) -> tuple[Action, UIElement | None, float]:
+    """The most probable (type, mark) pair whose action is valid and not dead, and its log
+    probability; ``wait`` (log probability -inf) if none is."""
     lt = log_softmax(out["type_logits"][0])
     n = len(elements)
     lm = log_softmax(out["mark_logits"][0, :n]) if n else np.zeros(0)
@@ -304,11 +343,11 @@ def decode(out: dict[str, np.ndarray], elements: list[UIElement], layer: Element
             candidates.append((lt[ti], kind, None))
         else:
             candidates += [(lt[ti] + lm[i], kind, elements[i]) for i in range(n)]
-    for _, kind, e in sorted(candidates, key=lambda c: -c[0]):
-        a = action_for(kind, e, layer, text)
+    for logp, kind, e in sorted(candidates, key=lambda c: -c[0]):
+        a = action_for(kind, e, layer, text, instruction)
         if a is not None and not is_dead(a, avoid):
-            return a, e
-    return Action(type="wait"), None
+            return a, e, float(logp)
+    return Action(type="wait"), None, -math.inf
 
 
 def write_bundle(folder, name: str, family: str, files: tuple = (), provenance: dict | None = None) -> None:

@@ -123,13 +123,13 @@ def rollouts(seed: int, episodes: int, policy: str | None = None, explore: float
             image = np.ascontiguousarray(world.render())
             layer = perceiver.perceive(image)
             oracle = world.oracle()
-            inputs, elements = featurize(layer, image, world.instruction, last, last_point)
+            inputs, elements = featurize(layer, image, world.instruction, last, last_point, MAX_ELEMENTS)
             lab = label(world, layer, elements, oracle, world.instruction)
             if lab is not None:
                 out.append(Sample(inputs, *lab))
             extra = _single_step(world, oracle, rng) if rng.random() < reword else None
             if extra is not None:  # the same screen, asked for its next click in other words
-                x, els = featurize(layer, image, extra, "none", None)
+                x, els = featurize(layer, image, extra, "none", None, MAX_ELEMENTS)
                 lab = label(world, layer, els, oracle, extra)
                 if lab is not None:
                     out.append(Sample(x, *lab))

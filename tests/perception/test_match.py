@@ -18,3 +18,14 @@ def test_norm_keeps_letters_digits_and_symbols_people_type():
     assert norm("Save & close!") == "save&close"
     assert best_matches([], "Click Save") == []
     assert best_matches([""], "Click Save")[0][0] == 0.0
+
+
+def test_locate_finds_a_link_inside_a_longer_line():
+    from edge_vla.perception.match import locate
+
+    part = locate("New on our platform? Create an account", "Tap Create an account")
+    assert part is not None and 0.5 < part[0] < part[1] <= 1.0  # the end of the line
+    assert locate("Save", "Click Save") is None  # the whole line: its centre is right
+    assert locate("Save changes", "Click the Save changes button") is None
+    assert locate("Paid 7368 of 9000", "Show 7369") is None  # digits are matched exactly
+    assert locate("Welcome back", "Click Create an account") is None

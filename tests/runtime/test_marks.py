@@ -113,24 +113,27 @@ def _layer(n: int) -> ElementLayer:
 def test_decode_only_ever_points_at_a_mark_and_skips_dead_ones():
     rng = np.random.default_rng(0)
     layer = _layer(6)
-    centres = {to_pixels(*point_of(e, layer), 640, 480) for e in layer.elements}
+
+    def on_mark(a, e) -> bool:
+        x, y = to_pixels(a.x, a.y, 640, 480)
+        return e in layer.elements and e.box[0] <= x < e.box[2] and e.box[1] <= y < e.box[3]
+
     for _ in range(50):
         out = {"type_logits": rng.normal(size=(1, len(TYPES))), "mark_logits": rng.normal(size=(1, 64)) * 5,
                "span_start": rng.normal(size=(1, 24)), "span_end": rng.normal(size=(1, 24))}
         out["type_logits"][0, TYPES.index("click")] = 10  # a click is wanted
-        a, chosen = decode(out, list(layer.elements), layer, "Click item 3 then go", frozenset())
-        assert a.type == "click" and to_pixels(a.x, a.y, 640, 480) in centres and chosen in layer.elements
+        a, chosen, _ = decode(out, list(layer.elements), layer, "Click item 3 then go", frozenset())
+        assert a.type == "click" and on_mark(a, chosen)
         dead = frozenset({("click", (a.x // 25, a.y // 25), None, None, None, None)})
-        b, other = decode(out, list(layer.elements), layer, "Click item 3 then go", dead)
-        assert not is_dead(b, dead) and (b.type != "click" or (other is not chosen and
-                                                               to_pixels(b.x, b.y, 640, 480) in centres))
+        b, other, _ = decode(out, list(layer.elements), layer, "Click item 3 then go", dead)
+        assert not is_dead(b, dead) and (b.type != "click" or (other is not chosen and on_mark(b, other)))
 
 
 def test_with_no_marks_a_click_is_impossible_and_wait_comes_out():
     out = {"type_logits": np.array([[10.0, 9, -5, 8, 7, 0, -1]]), "mark_logits": np.zeros((1, 64)),
            "span_start": np.zeros((1, 24)), "span_end": np.zeros((1, 24))}
-    a, chosen = decode(out, [], _layer(0), "Click Save", frozenset())
-    assert a.type == "wait" and chosen is None
+    a, chosen, logp = decode(out, [], _layer(0), "Click Save", frozenset())
+    assert a.type == "wait" and chosen is None and logp <= 0
 
 
 @pytest.mark.parametrize("image", [
@@ -141,3 +144,61 @@ def test_with_no_marks_a_click_is_impossible_and_wait_comes_out():
 def test_blank_noise_tiny_and_8k_frames_give_an_action_not_an_error(baseline, image):
     action, stages = baseline.infer(image, "Click Save", stream="odd")
     assert action.type in ("wait", "click") and stages["perceive"] >= 0
+
+
+def test_a_crowded_page_keeps_the_elements_the_instruction_names():
+    from edge_vla.runtime.marks import MAX_MARKS, featurize
+
+    n = MAX_MARKS + 40
+    els = tuple(UIElement(i + 1, "text", (10, 5 + i * 4, 90, 8 + i * 4), f"row {i}") for i in range(n))
+    layer = ElementLayer(els, 640, n * 4 + 20, 0.0)
+    image = np.zeros((layer.height, 640, 3), np.uint8)
+    inputs, kept = featurize(layer, image, f"Click row {n - 1}")
+    assert len(kept) == MAX_MARKS and inputs["feats"].shape[1] == MAX_MARKS
+    assert els[-1] in kept  # the last element, named by the instruction, is not cut
+    assert [e.id for e in kept] == sorted(e.id for e in kept)  # the layer's order is kept
+
+
+def test_a_link_inside_a_sentence_is_clicked_where_its_words_are():
+    line = UIElement(1, "text", (100, 200, 500, 220), "New on our platform? Create an account")
+    layer = ElementLayer((line,), 640, 480, 0.0)
+    x, _ = to_pixels(*point_of(line, layer, "Tap Create an account"), 640, 480)
+    assert 380 < x < 500  # the words' part of the line, not its centre (300)
+    assert abs(to_pixels(*point_of(line, layer), 640, 480)[0] - 300) <= 2
+
+
+def _student(tmp_path, defer_below: float):
+    dst = tmp_path / f"student-{defer_below}"
+    shutil.copytree(ROOT / "models" / "edge-marks-m3", dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["inputs"]["defer_below"] = defer_below
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return load_runtime(ModelConfig(path=dst))
+
+
+def test_an_unsure_student_defers_to_reading_unless_it_clicks_what_is_named(tmp_path, baseline):
+    # defer_below 1.0: the student is never sure enough; 0: reading never overrules. Same screens.
+    always, never = _student(tmp_path, 1.0), _student(tmp_path, 0.0)
+    for seed in (1, 3, 5):
+        world = SimWorld(seed=seed, width=1280, height=720, task="click_button")
+        image = np.ascontiguousarray(world.render())
+        for rt in (always, never, baseline):
+            rt.reset()
+        always.infer(image, world.instruction)
+        never.infer(image, world.instruction)
+    assert never.deferred == 0 and never.decisions == 3 and always.decisions == 3
+    # a screen where the instruction names nothing the student would click: "wait" is its pick
+    world = SimWorld(seed=1, width=1280, height=720, task="click_button")
+    image = np.ascontiguousarray(world.render())
+    st = always.state("probe")
+    always.infer(image, world.instruction, stream="probe")
+    named = st.scored[4]
+    assert named, "reading names the target's text on a click_button screen"
+    out = {k: v.copy() for k, v in st.scored[2].items()}
+    out["type_logits"][:] = -20
+    out["type_logits"][0, TYPES.index("wait")] = 0.0  # an unsure-free wait is still not a named click
+    st.scored = (*st.scored[:2], out, *st.scored[3:])
+    before = always.deferred
+    a, _ = always.infer(image, world.instruction, stream="probe")
+    b, _ = baseline.infer(image, world.instruction)
+    assert always.deferred == before + 1 and a.type == "click" and (a.x, a.y) == (b.x, b.y)
