@@ -76,16 +76,19 @@ def child(args) -> int:
 
 
 def add_frames(db: Path, n: int, start: int, kf: Keyframer) -> None:
+    """n simulator frames at 5 fps: a new seeded screen every 10 frames (oracle actions between),
+    so each round brings a few dozen keyframes among many steady frames."""
     from edge_vla.memory.golden import SimScenario
 
     emb = GridEmbedder()
     with MemoryStore(db) as st:
         recs = []
-        sc = SimScenario(seed=start, seconds=n / 5.0, fps=5.0, action_times=tuple(float(t) for t in range(1, n // 5)))
-        for k, f in enumerate(sc.frames(t0_wall=1e9 + start)):
-            h, w = f.image.shape[:2]
-            recs.append(FrameRecord(stream="default", seq=start + k, ts=f.ts, width=w, height=h,
-                                    embedding=emb.embed(f.image), thumb=b"j" * 6000, thumb_size=(160, 90)))
+        for j in range(0, n, 10):
+            sc = SimScenario(seed=start + j, width=640, height=360, seconds=2.0, fps=5.0, action_times=(1.0,))
+            for k, f in enumerate(sc.frames(t0_wall=1e9 + start + j)):
+                h, w = f.image.shape[:2]
+                recs.append(FrameRecord(stream="default", seq=start + j + k, ts=f.ts, width=w, height=h,
+                                        embedding=emb.embed(f.image), thumb=b"j" * 6000, thumb_size=(160, 90)))
         st.write_batch(recs, outbox=[kf(r) for r in recs])
 
 
