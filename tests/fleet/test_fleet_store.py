@@ -11,7 +11,7 @@ from edge_vla.memory.regress import GoldenRun, regress_frames
 from edge_vla.memory.store import MemoryStore
 from edge_vla.memory.sync import FleetSync, Keyframer, expected_point_ids
 
-from ..memory.helpers import EMB, image, record
+from ..memory.helpers import record
 
 
 def scenario(**kw):
