@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .memory.cli import add_parser as add_memory_parser  # argparse only; the store loads in the handler
     add_memory_parser(sub, with_config)
+    from .fleet.status import add_parser as add_fleet_parser
+    add_fleet_parser(sub, with_config)
     return p
 
 

@@ -171,6 +171,29 @@ class MemoryConfig(_Section):
     read_text: bool = Field(True, description="golden runs store their text lines and regression compares what "
                             "the lines say (OCR in the memory writer thread while recording or regressing)")
     writer_nice: int = Field(10, ge=0, le=19, description="CPU niceness of the memory writer thread")
+    # -- the fleet store (issue 19): a shared Qdrant database fed from this file by the sync worker
+    fleet_uri: str | None = Field(None, min_length=1, description="a shared vector database for golden runs "
+                                  "across devices: http(s)://HOST:6333 (a Qdrant server), or a folder (Qdrant's "
+                                  "local mode: one process at a time, for tests and a single box); unset: local only")
+    fleet_api_key_file: Path | None = Field(None, description="file holding the fleet store's API key")
+    fleet_api_key_credential: str = Field("fleet-api-key", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                                          description="systemd credential (LoadCredential=) holding the API key, "
+                                          "used when fleet_api_key_file is unset and $CREDENTIALS_DIRECTORY has it")
+    fleet_ca_file: Path | None = Field(None, description="CA bundle for an https fleet_uri; system store when unset")
+    fleet_collection: str = Field("edge_vla", min_length=1, pattern=r"^[A-Za-z0-9_-]+$",
+                                  description="collection name prefix in the fleet store (PREFIX_frames, PREFIX_runs)")
+    fleet_timeout_s: float = Field(5.0, gt=0, le=120, description="fleet store request timeout")
+    fleet_retries: int = Field(2, ge=0, le=10, description="retries of one fleet store call (timeouts, 5xx, cut "
+                               "connections) before the sync worker backs off")
+    fleet_sync: bool = Field(True, description="with fleet_uri: ship keyframes and golden runs to the fleet store")
+    fleet_batch: int = Field(64, ge=1, le=4096, description="frames per fleet store upsert")
+    fleet_backlog_max: int = Field(50_000, ge=10, le=10_000_000, description="unsent live keyframes kept in the "
+                                   "outbox; the oldest are dropped (counted) beyond; golden frames are never dropped")
+    fleet_keyframe_delta: float = Field(0.12, gt=0, le=1, description="a frame is a keyframe when some tile changed "
+                                        "this much (0..1, largest cell change) since the stream's last keyframe")
+    fleet_keyframe_max_s: float = Field(60.0, gt=0, description="a steady screen still sends one keyframe this often")
+    fleet_backoff_max_s: float = Field(30.0, gt=0, le=3600, description="longest wait between sync attempts while "
+                                       "the fleet store is unreachable")
 
 
 class LogConfig(_Section):
@@ -327,3 +350,17 @@ def _has_key(data: dict[str, Any], loc: list[str]) -> bool:
             return False
         node = node[part]
     return True
+
+
+def fleet_api_key_path(memory: MemoryConfig, environ: dict[str, str] | None = None) -> Path | None:
+    """Where the fleet store's API key is: ``memory.fleet_api_key_file``, else the systemd credential
+    ``memory.fleet_api_key_credential`` when ``$CREDENTIALS_DIRECTORY`` holds it (LoadCredential=)."""
+    if memory.fleet_api_key_file is not None:
+        return memory.fleet_api_key_file
+    env = os.environ if environ is None else environ
+    creds = env.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        p = Path(creds) / memory.fleet_api_key_credential
+        if p.exists():
+            return p
+    return None

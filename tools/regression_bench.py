@@ -11,6 +11,10 @@ defect's truth box). ``--read`` records each golden frame's text lines and compa
 the live lines say too (``memory.textdiff``); run it with and without to see what reading adds.
 
     .venv/bin/python tools/regression_bench.py --per-kind 20 --benign-screens 36 [--read] [--kinds changed_label] > bench.json
+
+``--store fleet``: each golden run is recorded by "device A" into the fleet store (qdrant-client local
+mode in a folder, through FleetStore: the code that talks to a server) and read back by "device B"
+(another client, another device id) for the regression; run it with ``--store local`` for the side by side.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ def main() -> int:
     ap.add_argument("--threshold", type=float, default=None, help="Params.diff_threshold override")
     ap.add_argument("--read", action="store_true", help="also compare the text lines (OCR)")
     ap.add_argument("--kinds", help="comma list of defect kinds (default: all)")
+    ap.add_argument("--store", choices=["local", "fleet"], default="local",
+                    help="where golden runs live: this process's sqlite-vec file, or the fleet store (A records, B reads)")
     args = ap.parse_args()
     kinds = args.kinds.split(",") if args.kinds else list(DEFECTS)
     ocr = None
@@ -107,9 +113,18 @@ def main() -> int:
                 goldens.pop(next(iter(goldens)))
             t0 = time.perf_counter()
             name = f"s{seed}-{task}"
-            record_frames(store, name, scenario(seed, task, args, live=False).frames(), replace=True,
-                          reader=reader())
-            goldens[key] = GoldenRun.load(store, name, params)
+            if args.store == "fleet":
+                from edge_vla.memory.fleet import FleetStore
+
+                with FleetStore(str(db) + ".fleet", device_id="device-a") as a:
+                    record_frames(a, name, scenario(seed, task, args, live=False).frames(), replace=True,
+                                  reader=reader())
+                with FleetStore(str(db) + ".fleet", device_id="device-b") as b:
+                    goldens[key] = GoldenRun.load(b, name, params)
+            else:
+                record_frames(store, name, scenario(seed, task, args, live=False).frames(), replace=True,
+                              reader=reader())
+                goldens[key] = GoldenRun.load(store, name, params)
             timing["record_s"] += time.perf_counter() - t0
         return goldens[key]
 

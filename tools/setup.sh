@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot install on a fresh Debian/Ubuntu machine: system packages, a venv
-# in .venv, and edge-vla with its dev extras. Safe to run again.
+# in .venv, and edge-vla with its dev, export and fleet extras. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,5 +24,6 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 # export extra: torch==2.13.0 is the CPU wheel here (an unpinned torch pulls a multi-GB CUDA build)
-.venv/bin/pip install -q -e ".[dev,export]"
+# fleet extra: qdrant-client, so CI runs the fleet store tests (tests/fleet) in its local mode
+.venv/bin/pip install -q -e ".[dev,export,fleet]"
 echo "edge-vla installed in .venv"

@@ -1,4 +1,7 @@
-"""``edge-vla memory``: stats, query, record a golden run, regress against it.
+"""``edge-vla memory``: stats, query, record a golden run, regress against it, sync to the fleet store.
+
+With ``memory.fleet_uri`` set, ``record`` also ships the run to the fleet store and ``regress``
+reads the golden run from there (``--local``: this device's database only).
 
 Times on the command line are unix seconds, or negative numbers meaning
 "seconds before now" (``--from -600`` is ten minutes ago). Output is JSON.
@@ -31,6 +34,30 @@ def _store(args, readonly: bool = False):
 
     path = Path(args.db) if getattr(args, "db", None) else _settings(args).memory.path
     return MemoryStore(path, readonly=readonly)
+
+
+def _fleet_cfg(args):
+    """(memory config, device id) when a fleet store is configured and not refused by --local."""
+    from ..cli import _settings
+
+    if getattr(args, "local", False):
+        return None
+    s = _settings(args)
+    return (s.memory, s.device_id) if s.memory.fleet_uri else None
+
+
+def _sync(args, memory, device_id, db: Path):
+    from .fleet import open_fleet
+    from .sync import FleetSync
+
+    return FleetSync(db, lambda: open_fleet(memory, device_id), device_id, batch=memory.fleet_batch,
+                     backlog_max=memory.fleet_backlog_max, backoff_max_s=memory.fleet_backoff_max_s)
+
+
+def _db(args) -> Path:
+    from ..cli import _settings
+
+    return Path(args.db) if getattr(args, "db", None) else _settings(args).memory.path
 
 
 def _out(data) -> None:
@@ -101,6 +128,7 @@ def _reader(args: argparse.Namespace):
 def cmd_record(args: argparse.Namespace) -> int:
     from .golden import SimScenario, promote, record_frames
 
+    fleet = _fleet_cfg(args)
     with _store(args) as st:
         if args.sim:
             sc = SimScenario(seed=args.seed, width=args.width, height=args.height, task=args.task,
@@ -108,15 +136,21 @@ def cmd_record(args: argparse.Namespace) -> int:
                              action_times=tuple(float(x) for x in args.actions.split(",") if x))
             info = {"source": "sim", "seed": args.seed, "task": args.task, "seconds": args.seconds, "fps": args.fps}
             res = record_frames(st, args.name, sc.frames(), stream=args.stream or "default",
-                                replace=args.replace, info=info, reader=_reader(args))
+                                replace=args.replace, info=info, reader=_reader(args), outbox=fleet is not None)
         else:
             if args.t_from is None:
                 print("edge-vla memory record: give --sim, or --from (and --to) to promote stored frames",
                       file=sys.stderr)
                 return 2
             res = promote(st, args.name, args.stream or "default", _when(args.t_from),
-                          _when(args.t_to) or time.time(), replace=args.replace)
-        _out(res)
+                          _when(args.t_to) or time.time(), replace=args.replace, outbox=fleet is not None)
+    if fleet is not None:  # the run is safe locally; now ship it (a failure here is resumed by `memory sync`)
+        sync = _sync(args, *fleet, _db(args))
+        try:
+            res["fleet"] = sync.drain()
+        finally:
+            sync.close()
+    _out(res)
     return 0
 
 
@@ -125,7 +159,14 @@ def cmd_regress(args: argparse.Namespace) -> int:
     from .golden import SimScenario
     from .regress import GoldenRun, regress_frames
 
-    with _store(args) as st:
+    fleet = _fleet_cfg(args)
+    if fleet is not None:
+        from .fleet import open_fleet
+
+        ctx = open_fleet(*fleet)
+    else:
+        ctx = _store(args)
+    with ctx as st:
         golden = GoldenRun.load(st, args.name)
         if args.run:
             other = GoldenRun.load(st, args.run)
@@ -151,12 +192,47 @@ def cmd_regress(args: argparse.Namespace) -> int:
                              at=edits)
             images = (f.image for f in sc.frames())
         report = regress_frames(golden, images, reader=_reader(args) if any(f.text for f in golden.frames) else None)
+        report["source"] = "fleet" if fleet is not None else "local"
         if not args.all_steps:
             report["steps"] = [s for s in report["steps"] if s["changes"]]
         if args.publish:
             _publish(args, report)
         _out(report)
     return EXIT_REGRESSION if report["regressions"] else 0
+
+
+@_guard
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Ship the outbox to the fleet store: until it is empty, or (--follow) until SIGTERM."""
+    import signal
+
+    from .fleet import FleetUnavailable
+
+    fleet = _fleet_cfg(args)
+    if fleet is None:
+        print("edge-vla memory sync: memory.fleet_uri is not set", file=sys.stderr)
+        return 2
+    sync = _sync(args, *fleet, _db(args))
+    if not args.follow:
+        try:
+            _out(sync.drain())
+        except FleetUnavailable as exc:
+            print(f"edge-vla memory sync: {exc}", file=sys.stderr)
+            _out(sync.summary())
+            return 4
+        finally:
+            sync.close()
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: sync.stop(0))
+    sync.poll_s = args.poll
+    sync.start()
+    try:
+        while sync._thread.is_alive():
+            sync._thread.join(0.5)
+    except KeyboardInterrupt:
+        sync.stop()
+    _out(sync.summary())
+    return 0 if sync.stats.state != "disabled" else EXIT_MEMORY
 
 
 def _publish(args, report: dict) -> None:
@@ -216,6 +292,7 @@ def add_parser(sub, with_config) -> None:
     r.add_argument("--actions", default="2,4", help="sim seconds at which the oracle acts")
     r.add_argument("--replace", action="store_true")
     r.add_argument("--no-read", action="store_true", help="do not store the frames' text lines (no OCR)")
+    r.add_argument("--local", action="store_true", help="this device's database only, even with memory.fleet_uri")
     r.set_defaults(func=cmd_record)
 
     g = common(msub.add_parser("regress", help="compare a run with golden run NAME; exit 1 on a regression"))
@@ -229,4 +306,12 @@ def add_parser(sub, with_config) -> None:
     g.add_argument("--publish", action="store_true", help="publish regressions on P/events (mqtt settings)")
     g.add_argument("--all-steps", action="store_true", help="list unchanged steps too")
     g.add_argument("--no-read", action="store_true", help="compare pixels only, not what the text lines say")
+    g.add_argument("--local", action="store_true", help="read the golden run from this device's database, "
+                   "even with memory.fleet_uri")
     g.set_defaults(func=cmd_regress)
+
+    y = common(msub.add_parser("sync", help="ship queued keyframes and golden runs to the fleet store "
+                                            "(memory.fleet_uri); exit 4 when it is unreachable"))
+    y.add_argument("--follow", action="store_true", help="keep shipping until SIGTERM (what the daemon's thread does)")
+    y.add_argument("--poll", type=float, default=0.5, help="--follow: seconds between looks at an empty outbox")
+    y.set_defaults(func=cmd_sync)

@@ -34,9 +34,10 @@ class RunFrame:
 
 def record_frames(store: MemoryStore, name: str, frames: Iterable[RunFrame], stream: str = "default",
                   embedder: Embedder | None = None, golden_width: int = 640, replace: bool = False,
-                  info: dict | None = None, batch: int = 32, reader=None) -> dict[str, Any]:
+                  info: dict | None = None, batch: int = 32, reader=None, outbox: bool = False) -> dict[str, Any]:
     """Write ``frames`` as golden run ``name``; with ``reader`` (a ``perception.Perceiver``) each
-    frame's text lines are stored too, for regression by what the screen says."""
+    frame's text lines are stored too, for regression by what the screen says. ``outbox``: queue
+    every frame for the fleet store (``memory.sync``) in the same transactions."""
     embedder = embedder or default_embedder()
     created = False
     recs: list[FrameRecord] = []
@@ -62,16 +63,17 @@ def record_frames(store: MemoryStore, name: str, frames: Iterable[RunFrame], str
             n_actions += 1
         n += 1
         if len(recs) >= batch:
-            store.write_batch(recs, acts, verdicts, seq_ids)
+            store.write_batch(recs, acts, verdicts, seq_ids, outbox=[outbox] * len(recs))
             recs, acts, verdicts = [], [], []
     if recs or acts:
-        store.write_batch(recs, acts, verdicts, seq_ids)
+        store.write_batch(recs, acts, verdicts, seq_ids, outbox=[outbox] * len(recs))
     if not created:
         raise MemoryStoreError(f"golden run {name!r}: no frames to record")
     return {"run": name, "frames": n, "actions": n_actions}
 
 
-def promote(store: MemoryStore, name: str, stream: str, t_from: float, t_to: float, replace: bool = False) -> dict:
+def promote(store: MemoryStore, name: str, stream: str, t_from: float, t_to: float, replace: bool = False,
+            outbox: bool = False) -> dict:
     """Copy stored live frames of ``stream`` between two times into golden run ``name``."""
     hits = store.frames_between(stream, t_from, t_to, limit=10**7, kind="live")
     if not hits:
@@ -83,6 +85,8 @@ def promote(store: MemoryStore, name: str, stream: str, t_from: float, t_to: flo
         for h in hits:
             store.conn.execute("UPDATE frames SET kind = 'golden', run = ? WHERE id = ?", (name, h.frame_id))
             store.conn.execute("UPDATE frame_vec SET kind = 'golden' WHERE frame_id = ?", (h.frame_id,))
+    if outbox:  # the promoted frames go to the fleet store as the run's frames
+        store.outbox_queue([h.frame_id for h in hits])
     return {"run": name, "frames": len(hits), "actions": sum(len(h.actions) for h in hits)}
 
 

@@ -60,19 +60,24 @@ class IngestStats:
     retained_deleted: int = 0
     last_flush_ms: float = 0.0
     embed_ms_total: float = 0.0
+    keyframes: int = 0  # frames queued for the fleet store
+    outbox_dropped: int = 0
 
 
 class MemoryIngest:
     def __init__(self, cfg: MemoryConfig, embedder: Embedder | None = None,
                  on_failure: Callable[[str, Exception], None] | None = None,
                  on_frame_written: Callable[[FrameRecord, np.ndarray | None], None] | None = None,
-                 store_kwargs: dict[str, Any] | None = None, idle: threading.Event | None = None):
+                 store_kwargs: dict[str, Any] | None = None, idle: threading.Event | None = None,
+                 keyframer: Callable[[FrameRecord], bool] | None = None):
         self.cfg = cfg
         self.idle = idle  # set while no inference runs: embedding waits for it (bounded)
         self.embedder = embedder or default_embedder()
         self.on_failure = on_failure
         self.on_frame_written = on_frame_written  # e.g. the live regressor (runs in the writer thread)
         self.store_kwargs = store_kwargs or {}
+        # with a fleet store: which frames go to the outbox (memory.sync.Keyframer); None: no outbox
+        self.keyframer = keyframer
         self.stats = IngestStats()
         self.enabled = True
         self.failure: str | None = None
@@ -242,7 +247,12 @@ class MemoryIngest:
             store.create_run(self.record_run, frames[0].stream, frames[0].width, frames[0].height,
                              {"source": "daemon"}, replace=True)
             self._run_created = True
-        store.write_batch(frames, actions, verdicts, self._seq_ids)
+        outbox = None if self.keyframer is None else [self.keyframer(r) for r in frames]
+        store.write_batch(frames, actions, verdicts, self._seq_ids, outbox=outbox)
+        if outbox is not None:
+            self.stats.keyframes += sum(outbox)
+            # bounded even when the sync worker is not running at all
+            self.stats.outbox_dropped += store.outbox_trim(self.cfg.fleet_backlog_max)
         if len(self._seq_ids) > 4096:  # only recent frames get actions
             for key in list(self._seq_ids)[:2048]:
                 del self._seq_ids[key]

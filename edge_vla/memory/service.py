@@ -6,7 +6,9 @@ A failure anywhere in memory (opening or writing the database, the live
 regression check) disables memory, logs ``memory.disabled`` and publishes a
 ``memory_disabled`` event on ``P/events``; the action loop never notices.
 With ``memory.regress = NAME`` each written frame is compared with golden run
-NAME and regressions are published as ``regression`` events.
+NAME and regressions are published as ``regression`` events. With ``memory.fleet_uri``
+keyframes and golden frames are queued in the outbox and a ``FleetSync`` thread ships
+them; the golden run to regress against is read from the fleet store.
 """
 
 from __future__ import annotations
@@ -32,8 +34,24 @@ class MemoryService:
     def __init__(self, daemon: "Daemon"):
         self.daemon = daemon
         self.cfg = daemon.settings.memory
+        self.sync = None
+        keyframer = None
+        if self.cfg.fleet_uri and self.cfg.fleet_sync:
+            from .sync import Keyframer
+
+            keyframer = Keyframer(self.cfg.fleet_keyframe_delta, self.cfg.fleet_keyframe_max_s)
         self.ingest = MemoryIngest(self.cfg, on_failure=self._failed, on_frame_written=self._written,
-                                   idle=getattr(daemon.executor, "idle", None))
+                                   idle=getattr(daemon.executor, "idle", None), keyframer=keyframer)
+        if keyframer is not None:
+            from .fleet import open_fleet
+            from .sync import FleetSync
+
+            device = daemon.settings.device_id
+            self.sync = FleetSync(self.cfg.path, lambda: open_fleet(self.cfg, device), device,
+                                  batch=self.cfg.fleet_batch, backlog_max=self.cfg.fleet_backlog_max,
+                                  backoff_max_s=self.cfg.fleet_backoff_max_s, nice=self.cfg.writer_nice,
+                                  on_state=self._fleet_state, ready=self.ingest._ready)
+        self._regress_retry_at = 0.0
         self.regressor = None
         self.regress_error: str | None = None
         self.events_published = 0
@@ -47,11 +65,36 @@ class MemoryService:
 
     def start(self) -> None:
         self.ingest.start()
+        if self.sync is not None:
+            self.sync.start()
 
     async def stop(self) -> None:
         import asyncio
 
         await asyncio.to_thread(self.ingest.stop)
+        if self.sync is not None:
+            await asyncio.to_thread(self.sync.stop)
+
+    def _fleet_state(self, state: str, fields: dict) -> None:
+        if state in ("unavailable", "disabled"):
+            self._event(f"fleet_{state}", uri=self.cfg.fleet_uri, **fields)
+        elif state == "ok" and self.sync is not None and self.sync.stats.outages:
+            self._event("fleet_recovered", uri=self.cfg.fleet_uri, failures=self.sync.stats.failures)
+
+    def _load_golden(self, name: str):
+        """The golden run: from the fleet store when one is configured (through the sync thread,
+        which owns the connection), else from the local database."""
+        from .regress import GoldenRun
+
+        if not self.cfg.fleet_uri:
+            return GoldenRun.load(self.ingest.store, name)
+        if self.sync is not None:
+            return self.sync.submit(lambda fleet: GoldenRun.load(fleet, name)).result(
+                timeout=10 * self.cfg.fleet_timeout_s * (self.cfg.fleet_retries + 1))
+        from .fleet import open_fleet
+
+        with open_fleet(self.cfg, self.daemon.settings.device_id) as fleet:
+            return GoldenRun.load(fleet, name)
 
     @property
     def enabled(self) -> bool:
@@ -99,11 +142,18 @@ class MemoryService:
         if self.cfg.regress is None or image is None or self.regress_error is not None:
             return
         if self.regressor is None:
-            from .regress import GoldenRun, LiveRegressor
+            from .fleet import FleetUnavailable
+            from .regress import LiveRegressor
 
+            if time.monotonic() < self._regress_retry_at:
+                return
             try:
-                golden = GoldenRun.load(self.ingest.store, self.cfg.regress)
+                golden = self._load_golden(self.cfg.regress)
                 self.regressor = LiveRegressor(golden, reader=self._reader(golden))
+            except FleetUnavailable as exc:  # the fleet store is down: try again later, not never
+                self._regress_retry_at = time.monotonic() + 30
+                log.warning("memory.regress_waiting", run=self.cfg.regress, error=str(exc))
+                return
             except Exception as exc:
                 self.regress_error = str(exc)
                 log.error("memory.regress_unavailable", run=self.cfg.regress, error=str(exc))

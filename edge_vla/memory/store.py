@@ -12,6 +12,7 @@ recognised, never migrated):
 - ``thumbs``: JPEG (live) or PNG (golden reference) thumbnails.
 - ``actions``: the actions taken on frames and their verdicts (feedback).
 - ``runs``: golden runs (v2); ``frames.text``: a golden frame's text lines (v3).
+- ``outbox``: frames waiting for (``sent`` NULL) or shipped to the fleet store (v4, ``memory.sync``).
 
 The stdlib ``sqlite3`` often cannot load extensions (see FIELD-NOTES), so this
 uses apsw. Every insert is checked (``changes() == 1``) and the last vector of
@@ -33,7 +34,7 @@ import sqlite_vec
 
 from .embed import FRAME_DIM, Embedding, tiles_from_bytes, tiles_to_bytes
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x45564C41  # "EVLA"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_VEC_VERSION = "v0.1.9"  # pinned in pyproject; a different one must be re-checked first
@@ -90,6 +91,11 @@ _MIGRATIONS: list[list[str]] = [
     ],
     [  # 2 -> 3: a golden frame's text lines (JSON [[x0, y0, x1, y1, text, conf], ...], 0..1000 boxes)
         "ALTER TABLE frames ADD COLUMN text TEXT",
+    ],
+    [  # 3 -> 4: the fleet outbox: a row is written in the same transaction as its frame, so a crash
+       # can lose neither; ``sent`` is set once the fleet store acknowledged the frame
+        "CREATE TABLE outbox(frame_id INTEGER PRIMARY KEY, queued REAL NOT NULL, sent REAL)",
+        "CREATE INDEX outbox_unsent ON outbox(sent, frame_id)",
     ],
 ]
 
@@ -260,8 +266,10 @@ class MemoryStore:
 
     def write_batch(self, frames: Sequence[FrameRecord], actions: Sequence[ActionRecord] = (),
                     verdicts: Sequence[tuple[str, str]] = (),
-                    seq_ids: dict[tuple[str, int], int] | None = None) -> list[int]:
-        """One transaction: frames, then actions (linked by (stream, seq)), then verdicts."""
+                    seq_ids: dict[tuple[str, int], int] | None = None,
+                    outbox: Sequence[bool] | None = None) -> list[int]:
+        """One transaction: frames, then actions (linked by (stream, seq)), then verdicts; frames whose
+        ``outbox`` flag is set are queued for the fleet store in the same transaction."""
         ids: list[int] = []
         seq_ids = {} if seq_ids is None else seq_ids
         try:
@@ -285,6 +293,8 @@ class MemoryStore:
                                    " VALUES(?,?,?,?,?,?)", (fid, f.stream, vec, float(f.ts), f.kind, thumb_id))
                     ids.append(fid)
                     seq_ids[(f.stream, f.seq)] = fid
+                    if outbox is not None and outbox[len(ids) - 1]:
+                        self._exec_one("INSERT INTO outbox(frame_id, queued) VALUES(?, ?)", (fid, time.time()))
                     last = (fid, vec)
                 if last is not None:  # read back: a vec0 that silently drops or mangles rows fails here
                     got = self._one("SELECT embedding FROM frame_vec WHERE frame_id = ?", (last[0],))
@@ -302,6 +312,66 @@ class MemoryStore:
         except (apsw.IOError, apsw.ReadOnlyError, apsw.CorruptError) as exc:
             raise WriteFailed(f"memory database {self.path}: write failed: {type(exc).__name__}: {exc}") from None
         return ids
+
+    # -- the fleet outbox (memory.sync) ----------------------------------------------------------
+    @property
+    def epoch(self) -> str:
+        """This database's creation stamp: part of its frames' fleet ids, so a new file never reuses them."""
+        return str(self._one("SELECT value FROM meta WHERE key = 'created'"))
+
+    def outbox_pending(self, limit: int) -> list[int]:
+        return [r[0] for r in self.conn.execute(
+            "SELECT frame_id FROM outbox WHERE sent IS NULL ORDER BY frame_id LIMIT ?", (int(limit),))]
+
+    def outbox_counts(self) -> dict[str, int]:
+        return {"pending": int(self._one("SELECT count(*) FROM outbox WHERE sent IS NULL")),
+                "sent": int(self._one("SELECT count(*) FROM outbox WHERE sent IS NOT NULL"))}
+
+    def outbox_sent(self, frame_ids: Sequence[int], when: float | None = None) -> None:
+        when = time.time() if when is None else when
+        with self.conn:
+            for fid in frame_ids:
+                self.conn.execute("UPDATE outbox SET sent = ? WHERE frame_id = ?", (when, fid))
+
+    def outbox_forget(self, frame_ids: Sequence[int]) -> None:
+        with self.conn:
+            for fid in frame_ids:
+                self.conn.execute("DELETE FROM outbox WHERE frame_id = ?", (fid,))
+
+    def outbox_queue(self, frame_ids: Sequence[int]) -> None:
+        """(Re)queue frames for the fleet store (a promoted run)."""
+        with self.conn:
+            for fid in frame_ids:
+                self.conn.execute("INSERT OR REPLACE INTO outbox(frame_id, queued, sent) VALUES(?, ?, NULL)",
+                                  (fid, time.time()))
+
+    def outbox_trim(self, max_pending: int) -> int:
+        """Drop the oldest unsent live frames beyond ``max_pending`` (golden frames are never dropped)."""
+        excess = int(self._one("SELECT count(*) FROM outbox WHERE sent IS NULL")) - max_pending
+        if excess <= 0:
+            return 0
+        with self.conn:
+            self.conn.execute(
+                "DELETE FROM outbox WHERE frame_id IN (SELECT o.frame_id FROM outbox o JOIN frames f ON f.id = o.frame_id"
+                " WHERE o.sent IS NULL AND f.kind = 'live' ORDER BY o.frame_id LIMIT ?)", (excess,))
+            return self.conn.changes()
+
+    def fleet_rows(self, frame_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """Everything the fleet store keeps of these frames (missing ones are left out)."""
+        out = []
+        for fid in frame_ids:
+            row = self.conn.execute(
+                "SELECT f.id, f.stream, f.seq, f.ts, f.kind, f.width, f.height, f.instruction, f.tiles, f.run, f.text,"
+                " t.fmt, t.width, t.height, t.data, v.embedding FROM frames f LEFT JOIN thumbs t ON t.id = f.thumb"
+                " JOIN frame_vec v ON v.frame_id = f.id WHERE f.id = ?", (fid,)).fetchone()
+            if row is None:
+                continue
+            (i, stream, seq, ts, kind, w, h, instr, tiles, run, text, fmt, tw, th, data, emb) = row
+            out.append({"id": i, "stream": stream, "seq": seq, "ts": ts, "kind": kind, "width": w, "height": h,
+                        "instruction": instr, "tiles": tiles, "run": run, "text": text, "thumb_fmt": fmt or "jpeg",
+                        "thumb_size": (tw or 0, th or 0), "thumb": data, "vector": np.frombuffer(emb, np.float32),
+                        "actions": self.actions_of(i)})
+        return out
 
     # -- retention -----------------------------------------------------------------------------
     def used_bytes(self) -> int:
@@ -322,6 +392,7 @@ class MemoryStore:
                     self.conn.execute("DELETE FROM thumbs WHERE id = ?", (row[0],))
                 self.conn.execute("DELETE FROM frame_vec WHERE frame_id = ?", (fid,))
                 self.conn.execute("DELETE FROM actions WHERE frame_id = ?", (fid,))
+                self.conn.execute("DELETE FROM outbox WHERE frame_id = ?", (fid,))
                 self.conn.execute("DELETE FROM frames WHERE id = ?", (fid,))
         return len(ids)
 

@@ -61,10 +61,11 @@ def test_migrates_a_v1_database(tmp_path):
     c.execute("PRAGMA user_version=1")
     c.close()
     with MemoryStore(path) as st:
-        assert st.schema_version == 3
+        assert st.schema_version == 4
         st.create_run("r", "default", 1, 1)  # the v2 table exists
-        ids = st.write_batch([record(1, 1.0)])
+        ids = st.write_batch([record(1, 1.0)], outbox=[True])
         assert st.frame_text(ids[0]) is None  # the v3 column exists; nothing was read for this frame
+        assert st.outbox_pending(10) == ids  # the v4 fleet outbox exists
 
 
 def test_foreign_corrupt_and_newer_files_are_refused_clearly(tmp_path):

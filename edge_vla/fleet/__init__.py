@@ -1,0 +1,1 @@
+"""The fleet: many devices seen from one (central) broker. ``status`` reads what devices publish."""
