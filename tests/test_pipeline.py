@@ -170,7 +170,11 @@ class MixedSource:
                                instruction=self.instruction)
             object.__setattr__(frame, "image", img)  # past make_frame's own check, as a buggy source would
             slot.put(frame)
-            await asyncio.sleep(1.5)  # every frame decided on: perception of an 8K frame is not quick
+            # every frame decided on: the next is put only once this one was taken (perception of an
+            # 8K frame is not quick, and a busy machine makes any fixed pause too short)
+            while not slot.drained:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.25)  # past the sampler's minimum interval
         slot.close()
 
 

@@ -47,9 +47,12 @@ def test_real_pages_small_run(tmp_path):
 
     cases = json.loads((out / "cases.json").read_text())
     assert 1 <= len(cases) <= 8
-    keys = {"image", "width", "height", "instruction", "box", "kind", "text", "page"}
+    keys = {"image", "width", "height", "instruction", "box", "kind", "text", "page", "also"}
     for c in cases:
         assert set(c) == keys
+        assert c["kind"] in {"field", "checkbox"} or c["also"] == []  # only controls have labels
+        for b in c["also"]:
+            assert 0 <= b[0] < b[2] <= c["width"] and 0 <= b[1] < b[3] <= c["height"]
         assert c["kind"] in {"button", "link", "field", "checkbox", "icon"}
         assert (c["width"], c["height"]) in rp.VIEWPORTS
         with Image.open(out / c["image"]) as im:
