@@ -13,6 +13,7 @@ import concurrent.futures
 import io
 import json
 import math
+import socket
 import struct
 import threading
 import time
@@ -46,6 +47,7 @@ EVENTS_KEPT = 50  # recent P/events a viewer gets on connecting
 TICK_S = 1.0  # how often the stream list (rates, health) is pushed
 HEARTBEAT_S = 10.0  # a viewer that stops answering pings is closed
 MAX_COMMAND = 4096  # bytes in one message from a viewer
+SEND_BUFFER = 128 * 1024  # kernel send buffer per viewer socket (a few pictures)
 
 
 @dataclass(eq=False)
@@ -105,6 +107,7 @@ class ViewHub:
         self._pending: dict[str, Frame] = {}  # newest sampled frame per watched stream, not yet encoded
         self.events: collections.deque[dict] = collections.deque(maxlen=EVENTS_KEPT)
         self.frames_encoded = 0
+        self.heartbeat_s = HEARTBEAT_S
         self._loop: asyncio.AbstractEventLoop | None = None
         self._encode_wake: asyncio.Event | None = None
         self._encoder: concurrent.futures.ThreadPoolExecutor | None = None
@@ -218,7 +221,7 @@ class ViewHub:
                 reply["instruction"] = self._set_goal(stream, data["instruction"])
                 reply["ok"] = True
             except (BadPayload, KeyError) as exc:
-                reply.update(ok=False, error=str(exc).strip("'\""))
+                reply.update(ok=False, error=str(exc.args[0]) if exc.args else type(exc).__name__)
             log.info("view.goal", stream=stream, ok=reply["ok"])
             viewer.push(json.dumps(reply))
         else:
@@ -324,6 +327,18 @@ def _unauthorized() -> web.Response:
                         headers={"WWW-Authenticate": "Bearer"})
 
 
+def limit_send_buffer(request: web.Request) -> None:
+    """Cap the kernel's send buffer for a viewer's socket: Linux lets one grow to megabytes for a
+    client that stops reading, per viewer; with a small one the sender soon waits on the socket and
+    the viewer's slot keeps only the newest picture, as it should."""
+    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        except OSError:  # not a TCP socket (a test transport): nothing to cap
+            pass
+
+
 def add_routes(app: web.Application, hub: ViewHub, cfg: HttpConfig) -> None:
     """``GET /`` (the page), ``GET /view/app.js``, ``GET /view/ws`` (the live socket)."""
 
@@ -332,14 +347,14 @@ def add_routes(app: web.Application, hub: ViewHub, cfg: HttpConfig) -> None:
         if given is not None:  # a browser logging in: trade the token for a cookie, then drop it from the URL
             token = cfg.bearer_token()
             if token is None:
-                raise web.HTTPSeeOther("/")
+                return web.Response(status=303, headers={"Location": "/"})
             if not token_ok(given, token):
                 log.warning("view.rejected", reason="wrong token in URL", peer=request.remote)
                 return _unauthorized()
-            response = web.HTTPSeeOther("/")
+            response = web.Response(status=303, headers={"Location": "/"})
             response.set_cookie(VIEW_COOKIE, view_cookie_value(token), httponly=True, samesite="Strict",
                                 path="/")
-            raise response
+            return response
         if not view_authorized(request, cfg):
             log.warning("view.rejected", reason="no or wrong token", peer=request.remote, path=request.path)
             return _unauthorized()
@@ -357,8 +372,9 @@ def add_routes(app: web.Application, hub: ViewHub, cfg: HttpConfig) -> None:
         if not same_origin(request):
             log.warning("view.rejected", reason="cross-origin socket", origin=request.headers.get("Origin"))
             return web.Response(status=403, text="the live view socket only serves pages of this server\n")
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_COMMAND)
+        ws = web.WebSocketResponse(heartbeat=hub.heartbeat_s, max_msg_size=MAX_COMMAND)
         await ws.prepare(request)
+        limit_send_buffer(request)
         viewer = hub.join(ws)
         sender = asyncio.get_running_loop().create_task(hub.send_loop(ws, viewer), name="view-sender")
         try:
