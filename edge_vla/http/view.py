@@ -45,6 +45,7 @@ MAX_MESSAGES = 200  # JSON messages waiting for one slow viewer; beyond, the old
 MAX_ELEMENTS = 64  # candidates drawn per decision
 EVENTS_KEPT = 50  # recent P/events a viewer gets on connecting
 TICK_S = 1.0  # how often the stream list (rates, health) is pushed
+RATE_WINDOW_S = 5.0  # frame rates are averaged over about this long
 HEARTBEAT_S = 10.0  # a viewer that stops answering pings is closed
 MAX_COMMAND = 4096  # bytes in one message from a viewer
 SEND_BUFFER = 128 * 1024  # kernel send buffer per viewer socket (a few pictures)
@@ -112,8 +113,7 @@ class ViewHub:
         self._encode_wake: asyncio.Event | None = None
         self._encoder: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task] = []
-        self._prev: dict[str, tuple[float, int, int]] = {}  # stream -> (time, frames, sampled) last measured
-        self._rates: dict[str, tuple[float, float]] = {}  # stream -> (frames in, sampled) per second
+        self._marks: dict[str, collections.deque] = {}  # stream -> recent (time, frames, sampled) counters
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -241,23 +241,24 @@ class ViewHub:
                 viewer.frames_sent += 1
 
     def rows(self) -> list[dict]:
-        """The stream list, with frame rates measured over at least half a second."""
+        """The stream list, with frame rates over the last few seconds (sampling comes in bursts:
+        with ``loop.await_verdict`` a stream samples nothing while it waits for its last action)."""
         now = time.monotonic()
         rows = self._streams()
         for row in rows:
-            name = row["stream"]
-            prev = self._prev.get(name)
-            if prev is None or now - prev[0] >= 0.5:
-                if prev is not None:
-                    dt = now - prev[0]
-                    self._rates[name] = (round((row["frames"] - prev[1]) / dt, 1),
-                                         round((row["sampled"] - prev[2]) / dt, 1))
-                self._prev[name] = (now, row["frames"], row["sampled"])
-            row["fps_in"], row["fps_sampled"] = self._rates.get(name, (None, None))
+            marks = self._marks.setdefault(row["stream"], collections.deque(maxlen=16))
+            if not marks or now - marks[-1][0] >= 0.5:
+                marks.append((now, row["frames"], row["sampled"]))
+            while len(marks) > 2 and now - marks[1][0] >= RATE_WINDOW_S:
+                marks.popleft()
+            t0, frames0, sampled0 = marks[0]
+            dt = now - t0
+            ok = dt >= 0.5
+            row["fps_in"] = round((row["frames"] - frames0) / dt, 1) if ok else None
+            row["fps_sampled"] = round((row["sampled"] - sampled0) / dt, 1) if ok else None
         names = {row["stream"] for row in rows}
-        for kept in (self._prev, self._rates):
-            for name in [n for n in kept if n not in names]:  # streams that ended
-                del kept[name]
+        for name in [n for n in self._marks if n not in names]:  # streams that ended
+            del self._marks[name]
         return rows
 
     # -- internals ------------------------------------------------------------------------------
@@ -311,7 +312,7 @@ class ViewHub:
         while True:
             await asyncio.sleep(TICK_S)
             if not self.viewers:
-                self._prev, self._rates = {}, {}
+                self._marks.clear()
                 continue
             try:
                 self._broadcast(json.dumps({"type": "streams", "streams": self.rows()}, default=str))

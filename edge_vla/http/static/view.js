@@ -5,8 +5,9 @@
 
 // What a test (or a curious person) can read from the console.
 const view = window.edgeVlaView = {
-  state: "connecting", streams: [], stream: null, frames: 0, frameSeqs: [], decisions: 0,
-  actions: [], verdicts: {}, events: [], chartPoints: 0, lastPoint: null, goals: [], errors: [],
+  state: "connecting", streams: [], stream: null, frames: 0, frameSeqs: [], lastFrame: null,
+  decisions: 0, lastDecision: null, decisionLog: [], actions: [], verdicts: {}, events: [],
+  chartPoints: 0, lastPoint: null, goals: [], errors: [],
 };
 
 const $ = (id) => document.getElementById(id);
@@ -18,8 +19,10 @@ const WINDOW_S = 60, CHART_SPAN_S = 120, MAX_ROWS = 60, MAX_EVENTS = 100;
 let ws = null, retry = 0;
 let picture = null;      // the last decoded picture (ImageBitmap) and its header
 let decision = null;     // the last decision of the chosen stream
-const samples = [];      // {t, g2a, model} per action received, for the chart
-const series = [];       // chart points, one a second
+// per stream, kept while the page is open so that switching back shows what was seen:
+// decisions (the table), samples {t, g2a, model} per action (the chart's input), series (chart points)
+const history = {};
+const hist = (s) => history[s] || (history[s] = { decisions: [], samples: [], series: [] });
 
 function fail(where, err) {
   const text = `${where}: ${err && err.message ? err.message : err}`;
@@ -54,9 +57,12 @@ function send(obj) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.st
 
 function watch(stream) {
   if (view.stream !== stream) {
-    view.stream = stream; decision = null; picture = null; samples.length = 0; series.length = 0;
+    view.stream = stream; picture = null;
+    const h = hist(stream);
+    decision = h.decisions.length ? h.decisions[h.decisions.length - 1] : null;
     $("actions").tBodies[0].textContent = "";
-    history.replaceState(null, "", `#stream=${encodeURIComponent(stream)}`);
+    h.decisions.forEach(addRow);
+    window.history.replaceState(null, "", `#stream=${encodeURIComponent(stream)}`);
   }
   $("picture-title").textContent = `picture: ${stream}`;
   send({ op: "watch", stream });
@@ -129,6 +135,7 @@ async function onFrame(buf) {
   if (picture) picture.bitmap.close();
   picture = { bitmap, header };
   view.frames += 1;
+  view.lastFrame = header;
   view.frameSeqs.push(header.seq);
   if (view.frameSeqs.length > 50) view.frameSeqs.shift();
   draw();
@@ -180,7 +187,8 @@ function draw() {
 function tag(g, text, x, y, verdict) {
   g.font = "bold 13px system-ui, sans-serif";
   const w = g.measureText(text).width + 8;
-  x = Math.min(x, g.canvas.width - w - 2);
+  if (x + w > g.canvas.width) x = Math.max(2, x - 32 - w);  // near the right edge: left of the point
+  y = Math.max(16, y);
   g.fillStyle = "rgba(0, 0, 0, 0.75)"; g.fillRect(x, y - 14, w, 19);
   g.fillStyle = verdict ? VERDICT_COLOUR[verdict.result] : "#ffffff"; g.fillText(text, x + 4, y);
 }
@@ -188,8 +196,13 @@ function tag(g, text, x, y, verdict) {
 // -- decisions, verdicts, the action table ---------------------------------------------------------
 function onDecision(m) {
   if (m.stream !== view.stream) return;
-  decision = m;
+  decision = view.lastDecision = m;
   view.decisions += 1;
+  view.decisionLog.push(m);
+  if (view.decisionLog.length > 50) view.decisionLog.shift();
+  const h = hist(m.stream);
+  h.decisions.push(m);
+  if (h.decisions.length > MAX_ROWS) h.decisions.shift();
   const a = m.action;
   $("now").textContent = `instruction: ${m.instruction}  ·  ${m.elements.length} candidates  ·  model ${m.model}`;
   if (m.sent) {
@@ -198,7 +211,7 @@ function onDecision(m) {
     const lat = a.latency_ms || {};
     let model = 0, own = false;
     for (const [k, v] of Object.entries(lat)) if (!PIPELINE_STAGES.has(k)) { model += v; own = true; }
-    samples.push({ t: Date.now() / 1000, g2a: lat.total, model: own ? model : lat.policy });
+    h.samples.push({ t: Date.now() / 1000, g2a: lat.total, model: own ? model : lat.policy });
   }
   addRow(m);
   draw();
@@ -209,14 +222,14 @@ function addRow(m) {
   const tr = document.createElement("tr");
   tr.id = `a-${a.id || m.seq}`;
   if (!m.sent) tr.className = "stale";
-  const ts = a.published_ts ? new Date(a.published_ts * 1000) : new Date();
-  cell(tr, ts.toISOString().slice(11, 23));
+  cell(tr, new Date((a.published_ts || m.frame_ts) * 1000).toISOString().slice(11, 23));
   cell(tr, a.seq == null ? "–" : String(a.seq));
   cell(tr, a.type + (a.text ? ` "${a.text}"` : "") + (a.key ? ` ${a.key}` : "") + (a.dy ? ` dy=${a.dy}` : ""));
   cell(tr, a.target ? `${a.target.kind}${a.target.text ? `: ${a.target.text}` : ""}` : "");
   cell(tr, a.x != null ? `${a.x},${a.y}` : "");
   const v = view.verdicts[a.id];
-  cell(tr, v ? v.result : (m.sent ? "…" : "not sent"), v ? `v-${v.result}` : "").className += " verdict";
+  cell(tr, v ? v.result : (m.sent ? "…" : "not sent (stale or held back)"), v ? `v-${v.result}` : "")
+    .className += " verdict";
   const lat = a.latency_ms || {};
   cell(tr, Object.entries(lat).map(([k, x]) => `${k} ${x.toFixed(1)}`).join(" · "));
   const body = $("actions").tBodies[0];
@@ -238,6 +251,7 @@ function onVerdict(m) {
 
 // -- events timeline ---------------------------------------------------------------------------------
 function addEvent(e) {
+  $("no-events").hidden = true;
   view.events.push(e);
   if (view.events.length > MAX_EVENTS) view.events.shift();
   const tr = document.createElement("tr");
@@ -275,19 +289,23 @@ function pct(values, p) {
 
 function tick() {
   const now = Date.now() / 1000;
-  while (samples.length && samples[0].t < now - WINDOW_S) samples.shift();
-  const recent = samples.filter((s) => s.t >= now - 10).length / 10;
-  if (samples.length) {
-    const g = samples.map((s) => s.g2a), m = samples.map((s) => s.model);
-    series.push({ t: now, g50: pct(g, 0.5), g95: pct(g, 0.95), m50: pct(m, 0.5), m95: pct(m, 0.95), aps: recent });
+  for (const h of Object.values(history)) {
+    const { samples, series } = h;
+    while (samples.length && samples[0].t < now - WINDOW_S) samples.shift();
+    const recent = samples.filter((s) => s.t >= now - 10).length / 10;
+    if (samples.length) {
+      const g = samples.map((s) => s.g2a), m = samples.map((s) => s.model);
+      series.push({ t: now, g50: pct(g, 0.5), g95: pct(g, 0.95), m50: pct(m, 0.5), m95: pct(m, 0.95), aps: recent });
+    }
+    while (series.length && series[0].t < now - CHART_SPAN_S) series.shift();
   }
-  while (series.length && series[0].t < now - CHART_SPAN_S) series.shift();
+  const series = view.stream ? hist(view.stream).series : [];
   view.chartPoints = series.length;
-  drawChart(now);
+  drawChart(now, series);
   if (picture && decision) draw();
 }
 
-function drawChart(now) {
+function drawChart(now, series) {
   const c = $("chart"), g = c.getContext("2d");
   const w = c.width = c.clientWidth || 520, h = c.height;
   g.clearRect(0, 0, w, h);
@@ -326,6 +344,13 @@ function drawChart(now) {
   line("g50", "#3cc8ff", []); line("g95", "#3cc8ff", [4, 3]);
   line("m50", "#c98cff", []); line("m95", "#c98cff", [4, 3]);
   line("aps", "#7d7", [], YA);
+  const legend = [["glass-to-action", "#3cc8ff"], ["model", "#c98cff"], ["actions/s", "#7d7"], ["event", "#ff5050"]];
+  let lx = left + 4;
+  for (const [name, colour] of legend) {
+    g.fillStyle = colour; g.fillRect(lx, top + 18, 10, 3);
+    g.fillStyle = "#aaa"; g.fillText(name, lx + 13, top + 22); lx += g.measureText(name).width + 26;
+  }
+  g.fillText("solid p50, dashed p95", lx, top + 22);
   const last = series[series.length - 1];
   g.fillStyle = "#ccc";
   if (last) {
