@@ -49,6 +49,7 @@ RATE_WINDOW_S = 5.0  # frame rates are averaged over about this long
 HEARTBEAT_S = 10.0  # a viewer that stops answering pings is closed
 MAX_COMMAND = 4096  # bytes in one message from a viewer
 SEND_BUFFER = 128 * 1024  # kernel send buffer per viewer socket (a few pictures)
+CLOSE_WAIT_S = 1.0  # at shutdown, how long viewers get to take the close frame
 
 
 @dataclass(eq=False)
@@ -56,6 +57,7 @@ class Viewer:
     """One open page: the stream it watches, its newest picture, and the messages not yet sent."""
 
     ws: web.WebSocketResponse | None = None
+    transport: asyncio.BaseTransport | None = None  # to cut a viewer that cannot even take a close frame
     stream: str | None = None
     frame: bytes | None = None  # the slot: a newer picture replaces an unsent one
     messages: collections.deque = field(default_factory=lambda: collections.deque(maxlen=MAX_MESSAGES))
@@ -110,6 +112,7 @@ class ViewHub:
         self.frames_encoded = 0
         self.heartbeat_s = HEARTBEAT_S
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._encode_wake: asyncio.Event | None = None
         self._encoder: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task] = []
@@ -118,6 +121,7 @@ class ViewHub:
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._encode_wake = asyncio.Event()
         self._encoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="view-encode")
         self._tasks = [self._loop.create_task(self._encode_loop(), name="view-encoder"),
@@ -128,9 +132,17 @@ class ViewHub:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        for v in list(self.viewers):
-            if v.ws is not None:
-                await v.ws.close(code=1001, message=b"daemon stopping")
+        closes = [asyncio.ensure_future(v.ws.close(code=1001, message=b"daemon stopping"))
+                  for v in self.viewers if v.ws is not None]
+        if closes:
+            # a viewer that stopped reading cannot take the close frame either: cut it after a second
+            _, pending = await asyncio.wait(closes, timeout=CLOSE_WAIT_S)
+            for fut in pending:
+                fut.cancel()
+            for v in list(self.viewers):
+                if v.transport is not None and not v.transport.is_closing():
+                    v.transport.abort()
+            await asyncio.gather(*closes, return_exceptions=True)
         if self._encoder is not None:
             self._encoder.shutdown(wait=False, cancel_futures=True)
 
@@ -165,14 +177,23 @@ class ViewHub:
 
     def event(self, data: dict) -> None:
         """A ``P/events`` message; may come from any thread (memory publishes from its own)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._record_event(data)
+        else:
+            loop.call_soon_threadsafe(self._record_event, data)
+
+    def _record_event(self, data: dict) -> None:
         self.events.append(data)  # rare, so kept even unwatched: a page opened later shows the recent ones
-        if self.viewers and self._loop is not None and not self._loop.is_closed():
-            text = json.dumps({"type": "event", **data}, default=str)
-            self._loop.call_soon_threadsafe(self._broadcast, text)
+        if self.viewers:
+            self._broadcast(json.dumps({"type": "event", **data}, default=str))
 
     # -- viewers --------------------------------------------------------------------------------
-    def join(self, ws: web.WebSocketResponse | None = None) -> Viewer:
-        viewer = Viewer(ws=ws)
+    def join(self, ws: web.WebSocketResponse | None = None,
+             transport: asyncio.BaseTransport | None = None) -> Viewer:
+        viewer = Viewer(ws=ws, transport=transport)
         self.viewers.add(viewer)
         viewer.push(json.dumps({"type": "hello", "streams": self.rows(), "events": list(self.events)},
                                default=str))
@@ -376,7 +397,7 @@ def add_routes(app: web.Application, hub: ViewHub, cfg: HttpConfig) -> None:
         ws = web.WebSocketResponse(heartbeat=hub.heartbeat_s, max_msg_size=MAX_COMMAND)
         await ws.prepare(request)
         limit_send_buffer(request)
-        viewer = hub.join(ws)
+        viewer = hub.join(ws, request.transport)
         sender = asyncio.get_running_loop().create_task(hub.send_loop(ws, viewer), name="view-sender")
         try:
             async for msg in ws:

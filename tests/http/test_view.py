@@ -231,10 +231,11 @@ async def test_a_viewer_that_stops_reading_holds_one_picture_not_a_queue(make_se
         assert most <= view_mod.MAX_MESSAGES
         assert daemon.pipelines["default"].stats.actions_sent > 0
     finally:
-        client.close()
-        assert await wait_until(lambda: not daemon.view.viewers, 10)
+        # the daemon stops even with the stalled viewer still connected (it cannot take a close frame)
         daemon.stop()
         await asyncio.wait_for(task, 15)
+        assert not daemon.view.viewers
+        client.close()
 
 
 def open_sockets(port: int) -> list:
