@@ -82,6 +82,7 @@ class Daemon:
         self.sim_executor = None
         self.whip = None
         self.view = None  # the live view's hub (http.view.ViewHub) when HTTP is enabled
+        self.view_memory = None  # its visual memory panel (http.view_memory.MemoryBrowser) when memory is on
         self.memory = None  # MemoryService when memory.enabled
         self._tasks: dict[str, asyncio.Task] = {}
         self._fixed_stream: str | None = None  # the configured source's stream; its end stops the daemon
@@ -236,6 +237,8 @@ class Daemon:
             await self.memory.stop()  # flushes what was sampled
         if self.view is not None:
             await self.view.stop()  # closes the viewers' sockets, which the runner would wait for
+        if self.view_memory is not None:
+            self.view_memory.close()
         if self._http is not None:
             await self._http.cleanup()
         for link in [*self.extra_links, self.link]:
@@ -274,6 +277,12 @@ class Daemon:
         goal = parse_goal(payload)
         if pipeline is not None:
             pipeline.set_goal(goal)
+
+    def latest_image(self, stream: str):
+        """The stream's newest picture (for the live view's "frames like this one"), or None."""
+        pipeline = self.pipelines.get(stream)
+        frame = pipeline.slot.latest if pipeline is not None and pipeline.slot is not None else None
+        return frame.image if frame is not None else None
 
     def set_goal(self, stream: str, text: str) -> str | None:
         """A goal from the live view: parsed and applied as a ``P/S/goal`` message is, and published

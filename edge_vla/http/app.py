@@ -67,7 +67,13 @@ def make_app(daemon: "Daemon") -> web.Application:
     # the view gets narrow ports, not the daemon: a stream list, the goal path, the inference-idle flag
     daemon.view = view.ViewHub(streams=daemon.stream_rows, set_goal=daemon.set_goal,
                                idle=getattr(daemon.executor, "idle", None))
-    view.add_routes(app, daemon.view, cfg)
+    memory = None
+    if daemon.settings.memory.enabled:
+        from .view_memory import MemoryBrowser
+
+        memory = daemon.view_memory = MemoryBrowser(daemon.settings.memory.path, latest_image=daemon.latest_image,
+                                                    idle=getattr(daemon.executor, "idle", None))
+    view.add_routes(app, daemon.view, cfg, memory)
     return app
 
 

@@ -31,6 +31,7 @@ from .auth import VIEW_COOKIE, same_origin, token_ok, view_authorized, view_cook
 
 if TYPE_CHECKING:
     from ..frames import Frame
+    from .view_memory import MemoryBrowser
     from ..loop.verifier import Verdict
     from ..pipeline import StreamPipeline
     from ..policy import Decision
@@ -111,6 +112,7 @@ class ViewHub:
         self.events: collections.deque[dict] = collections.deque(maxlen=EVENTS_KEPT)
         self.frames_encoded = 0
         self.heartbeat_s = HEARTBEAT_S
+        self.memory = False  # whether the page offers the visual memory panel (memory.enabled)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._encode_wake: asyncio.Event | None = None
@@ -195,8 +197,8 @@ class ViewHub:
              transport: asyncio.BaseTransport | None = None) -> Viewer:
         viewer = Viewer(ws=ws, transport=transport)
         self.viewers.add(viewer)
-        viewer.push(json.dumps({"type": "hello", "streams": self.rows(), "events": list(self.events)},
-                               default=str))
+        viewer.push(json.dumps({"type": "hello", "streams": self.rows(), "events": list(self.events),
+                                "memory": self.memory}, default=str))
         log.info("view.joined", viewers=len(self.viewers))
         return viewer
 
@@ -361,8 +363,9 @@ def limit_send_buffer(request: web.Request) -> None:
             pass
 
 
-def add_routes(app: web.Application, hub: ViewHub, cfg: HttpConfig) -> None:
-    """``GET /`` (the page), ``GET /view/app.js``, ``GET /view/ws`` (the live socket)."""
+def add_routes(app: web.Application, hub: ViewHub, cfg: HttpConfig, memory: "MemoryBrowser | None" = None) -> None:
+    """``GET /`` (the page), ``GET /view/app.js``, ``GET /view/ws`` (the live socket); with ``memory``,
+    ``GET /view/memory/recent``, ``/view/memory/similar`` and ``/view/memory/thumb/{id}``."""
 
     async def page(request: web.Request) -> web.StreamResponse:
         given = request.query.get("token")
@@ -414,3 +417,52 @@ def add_routes(app: web.Application, hub: ViewHub, cfg: HttpConfig) -> None:
     app.router.add_get("/", page)
     app.router.add_get("/view/app.js", script)
     app.router.add_get("/view/ws", socket)
+    if memory is not None:
+        hub.memory = True
+        _add_memory_routes(app, memory, cfg)
+
+
+def _add_memory_routes(app: web.Application, memory: "MemoryBrowser", cfg: HttpConfig) -> None:
+    def number(request: web.Request, name: str, default: float, lo: float, hi: float) -> float:
+        try:
+            value = float(request.query.get(name, default))
+        except ValueError:
+            raise web.HTTPBadRequest(text=f"{name} must be a number\n") from None
+        return min(hi, max(lo, value))
+
+    async def answer(work) -> web.Response:
+        try:
+            hits = await work()
+        except (KeyError, FileNotFoundError) as exc:
+            return web.Response(status=404, text=f"{exc.args[0] if exc.args else exc}\n")
+        except Exception as exc:  # a broken or busy database must not break the page
+            log.warning("view.memory_failed", error=str(exc), error_type=type(exc).__name__)
+            return web.Response(status=503, text=f"memory unavailable: {exc}\n")
+        return web.json_response({"hits": hits}, headers={"Cache-Control": "no-store"})
+
+    async def recent(request: web.Request) -> web.Response:
+        if not view_authorized(request, cfg):
+            return _unauthorized()
+        seconds = number(request, "seconds", 600, 1, 30 * 86400)
+        limit = int(number(request, "limit", 24, 1, 48))
+        return await answer(lambda: memory.recent(request.query.get("stream"), seconds, limit))
+
+    async def similar(request: web.Request) -> web.Response:
+        if not view_authorized(request, cfg):
+            return _unauthorized()
+        k = int(number(request, "k", 12, 1, 48))
+        return await answer(lambda: memory.similar(request.query.get("stream", "default"), k))
+
+    async def thumb(request: web.Request) -> web.Response:
+        if not view_authorized(request, cfg):
+            return _unauthorized()
+        try:
+            fmt, data = await memory.thumb(int(request.match_info["id"]))
+        except (KeyError, ValueError, FileNotFoundError):
+            return web.Response(status=404, text="no such thumbnail\n")
+        return web.Response(body=data, content_type="image/png" if fmt == "png" else "image/jpeg",
+                            headers={"Cache-Control": "private, max-age=3600"})
+
+    app.router.add_get("/view/memory/recent", recent)
+    app.router.add_get("/view/memory/similar", similar)
+    app.router.add_get(r"/view/memory/thumb/{id:\d+}", thumb)

@@ -52,12 +52,13 @@ async def sim_daemon(make_settings, broker):
 
 
 @pytest.fixture
-async def guarded_daemon(make_settings, broker):
+async def guarded_daemon(make_settings, broker, tmp_path):
     """Bound beyond loopback, so the config demands a token; an MQTT password that must not leak."""
     port = free_port()
     s = make_settings(broker=broker, source={"kind": "sim", "width": 320, "height": 240},
                       mqtt={"host": "127.0.0.1", "port": broker.port, "username": "u", "password": MQTT_PASSWORD},
-                      http={"enabled": True, "host": "0.0.0.0", "port": port, "token": TOKEN})
+                      http={"enabled": True, "host": "0.0.0.0", "port": port, "token": TOKEN},
+                      memory={"enabled": True, "path": str(tmp_path / "memory.db")})
     daemon, task, base = await start_daemon(s)
     daemon.base = base
     yield daemon
@@ -96,7 +97,7 @@ async def test_off_loopback_the_page_and_socket_need_the_token(guarded_daemon):
     base = guarded_daemon.base
     async with aiohttp.ClientSession() as http:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-            for path in ("/", "/view/app.js"):
+            for path in ("/", "/view/app.js", "/view/memory/recent", "/view/memory/similar", "/view/memory/thumb/1"):
                 async with http.get(base + path, headers=headers) as r:
                     assert r.status == 401, (path, headers)
                     assert r.headers["WWW-Authenticate"] == "Bearer"
@@ -271,3 +272,41 @@ async def test_fifty_viewers_come_and_go_without_leaking_tasks_or_sockets(sim_da
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(sim_daemon.base + "/view/ws") as ws:
             assert (await ws.receive_json(timeout=5))["type"] == "hello"
+
+
+async def test_visual_memory_frames_by_time_and_by_likeness(make_settings, broker, tmp_path):
+    s = make_settings(broker=broker, source={"kind": "sim", "width": 320, "height": 240},
+                      http={"enabled": True, "port": free_port()}, loop={"await_verdict": False},
+                      memory={"enabled": True, "path": str(tmp_path / "memory.db"), "flush_interval_s": 0.2})
+    daemon, task, base = await start_daemon(s)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(base + "/view/ws") as ws:
+                assert (await ws.receive_json(timeout=5))["memory"] is True
+            hits = []
+            for _ in range(100):  # until the writer has stored a few frames
+                async with http.get(base + "/view/memory/recent?stream=default&seconds=600&limit=5") as r:
+                    if r.status == 200:
+                        hits = (await r.json())["hits"]
+                        if len(hits) >= 3:
+                            break
+                await asyncio.sleep(0.2)
+            assert len(hits) >= 3, hits
+            assert [h["ts"] for h in hits] == sorted((h["ts"] for h in hits), reverse=True)  # newest first
+            assert all(h["stream"] == "default" and h["kind"] == "live" for h in hits)
+            async with http.get(base + f"/view/memory/thumb/{hits[0]['thumb']}") as r:
+                assert r.status == 200 and r.content_type == "image/jpeg"
+                assert (await r.read())[:3] == b"\xff\xd8\xff"
+            async with http.get(base + "/view/memory/similar?stream=default&k=4") as r:
+                assert r.status == 200, await r.text()
+                alike = (await r.json())["hits"]
+            assert alike and [h["distance"] for h in alike] == sorted(h["distance"] for h in alike)
+            async with http.get(base + "/view/memory/similar?stream=nope") as r:
+                assert r.status == 404
+            async with http.get(base + "/view/memory/recent?seconds=soon") as r:
+                assert r.status == 400
+            async with http.get(base + "/view/memory/thumb/99999999") as r:
+                assert r.status == 404
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 15)

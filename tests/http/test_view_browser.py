@@ -31,6 +31,7 @@ def daemon(tmp_path, broker):
         "EDGE_VLA_SOURCE__KIND": "sim", "EDGE_VLA_SOURCE__WIDTH": "960", "EDGE_VLA_SOURCE__HEIGHT": "540",
         "EDGE_VLA_HTTP__PORT": str(port), "EDGE_VLA_LOG__FORMAT": "json",
         "EDGE_VLA_WEBRTC__HOST_ADDRESSES": '["127.0.0.1"]',  # the WHIP publisher below is on loopback
+        "EDGE_VLA_MEMORY__ENABLED": "true", "EDGE_VLA_MEMORY__PATH": str(tmp_path / "memory.db"),
     })
     stderr = tmp_path / "daemon.stderr"
     proc = subprocess.Popen([EDGE_VLA, "run"], env=env, stdout=subprocess.DEVNULL, stderr=open(stderr, "wb"))
@@ -134,6 +135,18 @@ async def test_live_view_in_chromium(daemon, browser, collector, tmp_path):  # n
     assert collector.wait_for(lambda ms: any(m.topic == f"edge-vla/{DEVICE}/default/feedback"
                                              and json.loads(m.payload)["action_id"] == sent["action"]["id"]
                                              for m in ms), 15)
+
+    # visual memory: frames by time, then by likeness to the current picture, with thumbnails
+    assert await page.is_visible("#memory-panel")
+    await page.click("#memory-recent")
+    await until(page, "edgeVlaView.memoryHits && edgeVlaView.memoryHits.length >= 2 && "
+                      "[...document.querySelectorAll('#memory-hits img')].some(i => i.complete && i.naturalWidth > 0)",
+                what="remembered frames with thumbnails")
+    await page.click("#memory-similar")
+    await until(page, "document.getElementById('memory-state').textContent.includes('most alike')",
+                what="frames like the current picture")
+    hits = await page.evaluate("edgeVlaView.memoryHits")
+    assert hits and [h["distance"] for h in hits] == sorted(h["distance"] for h in hits)
 
     # a second stream from a WHIP publisher: both listed
     pub = subprocess.Popen([sys.executable, "-m", "edge_vla.publisher", f"{base}/whip/cam2", "--source", "sim",

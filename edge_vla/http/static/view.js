@@ -7,7 +7,7 @@
 const view = window.edgeVlaView = {
   state: "connecting", streams: [], stream: null, frames: 0, frameSeqs: [], lastFrame: null,
   decisions: 0, lastDecision: null, decisionLog: [], actions: [], verdicts: {}, events: [],
-  chartPoints: 0, lastPoint: null, goals: [], errors: [],
+  chartPoints: 0, lastPoint: null, goals: [], errors: [], memory: false, memoryHits: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -17,6 +17,7 @@ const POINT_COLOUR = "#ff00ff";
 const WINDOW_S = 60, CHART_SPAN_S = 120, MAX_ROWS = 60, MAX_EVENTS = 100;
 
 let ws = null, retry = 0;
+let regression = null;   // the last regression event's changed tiles, drawn for a few seconds
 let picture = null;      // the last decoded picture (ImageBitmap) and its header
 let decision = null;     // the last decision of the chosen stream
 // per stream, kept while the page is open so that switching back shows what was seen:
@@ -72,6 +73,8 @@ function watch(stream) {
 function onMessage(m) {
   switch (m.type) {
     case "hello":
+      view.memory = !!m.memory;
+      $("memory-panel").hidden = !m.memory;
       m.events.forEach(addEvent);
       onStreams(m.streams);
       break;
@@ -157,6 +160,10 @@ function draw() {
   if (decision.focus) {
     g.setLineDash([6, 4]); g.lineWidth = 2; g.strokeStyle = "#ff8c00";
     g.strokeRect(...rect(decision.focus)); g.setLineDash([]);
+  }
+  if (regression && regression.stream === view.stream && regression.until > Date.now()) {
+    g.lineWidth = 2; g.strokeStyle = "rgba(255, 40, 40, 0.9)";
+    for (const c of regression.changes) for (const b of c.tile_boxes || [c.box]) g.strokeRect(...rect(b));
   }
   const a = decision.action;
   if (a.target) {
@@ -252,6 +259,9 @@ function onVerdict(m) {
 // -- events timeline ---------------------------------------------------------------------------------
 function addEvent(e) {
   $("no-events").hidden = true;
+  if (e.kind === "regression" && Array.isArray(e.changes)) {
+    regression = { stream: e.stream, changes: e.changes, until: Date.now() + 5000 };
+  }
   view.events.push(e);
   if (view.events.length > MAX_EVENTS) view.events.shift();
   const tr = document.createElement("tr");
@@ -360,6 +370,44 @@ function drawChart(now, series) {
     g.fillText("waiting for actions…", left + 4, top + 10);
   }
 }
+
+// -- visual memory (memory.enabled): frames by time or by likeness to the current picture -------------
+async function memoryQuery(path, what) {
+  $("memory-state").textContent = "looking…";
+  try {
+    const r = await fetch(path, { cache: "no-store" });
+    if (!r.ok) { $("memory-state").textContent = `${r.status}: ${(await r.text()).trim()}`; return; }
+    const { hits } = await r.json();
+    view.memoryHits = hits;
+    $("memory-state").textContent = `${hits.length} ${what}`;
+    const box = $("memory-hits");
+    box.textContent = "";
+    for (const h of hits) {
+      const fig = document.createElement("figure");
+      if (h.thumb != null) {
+        const img = document.createElement("img");
+        img.src = `/view/memory/thumb/${h.thumb}`; img.alt = `frame ${h.frame_id}`; img.loading = "lazy";
+        fig.appendChild(img);
+      }
+      const cap = document.createElement("figcaption");
+      const acts = h.actions.map((a) => `${a.type}${a.target && a.target.text ? ` ${a.target.text}` : ""}` +
+        `${a.verdict ? ` → ${a.verdict}` : ""}`).join("; ");
+      cap.textContent = `${new Date(h.ts * 1000).toISOString().slice(11, 19)} ${h.stream} #${h.seq}` +
+        `${h.distance ? ` d=${h.distance.toFixed(3)}` : ""} · ${h.instruction || ""}${acts ? ` · ${acts}` : ""}`;
+      fig.appendChild(cap);
+      box.appendChild(fig);
+    }
+  } catch (err) { fail("memory", err); }
+}
+
+$("memory-recent").addEventListener("click", () => {
+  const q = new URLSearchParams({ stream: view.stream || "", seconds: $("memory-span").value, limit: "24" });
+  memoryQuery(`/view/memory/recent?${q}`, "frames, newest first");
+});
+$("memory-similar").addEventListener("click", () => {
+  const q = new URLSearchParams({ stream: view.stream || "", k: "12" });
+  memoryQuery(`/view/memory/similar?${q}`, "frames, most alike first");
+});
 
 window.addEventListener("error", (ev) => fail("page", ev.message));
 setInterval(tick, 1000);
