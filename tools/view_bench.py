@@ -8,8 +8,9 @@ One daemon in-process (the simulator, the shipped model, a private mosquitto, gl
 measured by a separate MQTT subscriber, as ``edge-vla bench`` does). Phases:
 1. A/B: segments without and with one viewer (a separate process that watches the stream and reads
    every picture), alternating (none, viewer, viewer, none, ...) so that drift hits both alike;
-2. a viewer that stops reading (its socket is never read again; the heartbeat is turned off so it
-   stays): the daemon's RSS is sampled every second and the viewer's slot counters reported;
+2. the daemon's RSS with nobody watching (the control), then with a viewer that stops reading (its
+   socket is never read again; the heartbeat is turned off so it stays), sampled every second, with
+   the least-squares trend of each and the stalled viewer's slot counters;
 3. 50 viewers connect, watch and leave: asyncio tasks and open sockets before and after.
 """
 
@@ -85,6 +86,13 @@ def pct(values: list[float], p: float) -> float | None:
     return round(float(np.percentile(values, p)), 1)
 
 
+def slope_per_min(samples: list[float]) -> float:
+    """Least-squares trend of once-a-second samples, per minute (RSS wobbles by a few MB either way)."""
+    import numpy as np
+
+    return round(float(np.polyfit(np.arange(len(samples)), samples, 1)[0]) * 60, 2) if len(samples) > 1 else 0.0
+
+
 def open_sockets(port: int) -> int:
     return sum(1 for c in psutil.Process().net_connections(kind="tcp")
                if ((c.laddr and c.laddr.port == port) or (c.raddr and c.raddr.port == port))
@@ -104,7 +112,7 @@ async def bench(args) -> dict:
     url = f"ws://127.0.0.1:{port}/view/ws"
     segments = [("none", "viewer") if r % 2 == 0 else ("viewer", "none") for r in range(args.rounds)]
     segments = [label for pair in segments for label in pair]
-    total = args.warmup + len(segments) * args.segment + args.stall + 20
+    total = args.warmup + len(segments) * args.segment + 2 * args.stall + 20
     label = {"now": "warmup"}
     samples: dict[str, list[tuple[float, float]]] = {}
     ref: dict = {}
@@ -138,9 +146,16 @@ async def bench(args) -> dict:
                 for k, v in got.items():
                     out["viewer_client"][k] = out["viewer_client"].get(k, 0) + v
         seconds = args.segment * args.rounds
-        out["cpu_percent_of_one_core"] = {k: round(100 * v / seconds, 1) for k, v in cpu.items()}
+        out["cpu_percent_of_one_core"] = {k: round(100 * v / seconds, 1) for k, v in cpu.items()} if seconds else {}
         out["frames_encoded"] = daemon.view.frames_encoded
-        # phase 2: a viewer that stops reading
+        # phase 2: the daemon's RSS with nobody watching (the control), then with a viewer that stops reading
+        label["now"] = "control"
+        control = []
+        for _ in range(int(args.stall)):
+            await asyncio.sleep(1)
+            control.append(round(proc.memory_info().rss / 2**20, 1))
+        out["control"] = {"rss_first_mb": control[0], "rss_last_mb": control[-1], "rss_min_mb": min(control),
+                          "rss_max_mb": max(control), "rss_slope_mb_per_min": slope_per_min(control)}
         label["now"] = "stalled"
         stalled = subprocess.Popen([sys.executable, __file__, "--stalled", str(port)])
         rss = []
@@ -150,7 +165,7 @@ async def bench(args) -> dict:
         viewers = list(daemon.view.viewers)
         out["stall"] = {
             "rss_mb": rss, "rss_first_mb": rss[0], "rss_last_mb": rss[-1], "rss_max_mb": max(rss),
-            "rss_growth_after_10s_mb": round(rss[-1] - rss[min(9, len(rss) - 1)], 1),
+            "rss_min_mb": min(rss), "rss_slope_mb_per_min": slope_per_min(rss),
             "viewer": [{"frames_sent": v.frames_sent, "frames_replaced": v.frames_replaced,
                         "messages_waiting": len(v.messages), "picture_waiting": v.frame is not None}
                        for v in viewers],
@@ -192,8 +207,8 @@ async def bench(args) -> dict:
         m = [x[1] for x in samples.get(cond, [])]
         result[cond] = {"n": len(g), "glass_to_action_p50": pct(g, 50), "glass_to_action_p95": pct(g, 95),
                         "policy_p50": pct(m, 50), "policy_p95": pct(m, 95),
-                        "actions_per_s": round(len(g) / (args.segment * args.rounds), 2) if cond != "stalled"
-                        else round(len(g) / args.stall, 2)}
+                        "actions_per_s": round(len(g) / (args.segment * args.rounds or 1), 2)
+                        if cond != "stalled" else round(len(g) / args.stall, 2)}
     none, one = result["none"], result["viewer"]
     if none["n"] and one["n"]:
         result["viewer_vs_none"] = {k: round(one[k] / none[k] - 1, 3) for k in

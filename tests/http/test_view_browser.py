@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -44,7 +45,6 @@ def daemon(tmp_path, broker):
         except OSError:
             pass
         assert proc.poll() is None, stderr.read_text()[-3000:]
-        import time
         time.sleep(0.1)
     yield base, proc, stderr
     proc.terminate()

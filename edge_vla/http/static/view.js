@@ -43,7 +43,7 @@ function connect() {
   ws.onmessage = (ev) => {
     try {
       if (typeof ev.data === "string") onMessage(JSON.parse(ev.data));
-      else onFrame(ev.data);
+      else onFrame(ev.data).catch((err) => fail("picture", err));
     } catch (err) { fail("message", err); }
   };
 }
