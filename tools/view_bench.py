@@ -8,9 +8,9 @@ One daemon in-process (the simulator, the shipped model, a private mosquitto, gl
 measured by a separate MQTT subscriber, as ``edge-vla bench`` does). Phases:
 1. A/B: segments without and with one viewer (a separate process that watches the stream and reads
    every picture), alternating (none, viewer, viewer, none, ...) so that drift hits both alike;
-2. the daemon's RSS with nobody watching (the control), then with a viewer that stops reading (its
-   socket is never read again; the heartbeat is turned off so it stays), sampled every second, with
-   the least-squares trend of each and the stalled viewer's slot counters;
+2. the daemon's RSS with a viewer that stops reading (its socket is never read again; the heartbeat
+   is turned off so it stays), then as long with nobody watching (the control), sampled every
+   second, with the least-squares trend of each and the stalled viewer's slot counters;
 3. 50 viewers connect, watch and leave: asyncio tasks and open sockets before and after.
 """
 
@@ -112,7 +112,7 @@ async def bench(args) -> dict:
     url = f"ws://127.0.0.1:{port}/view/ws"
     segments = [("none", "viewer") if r % 2 == 0 else ("viewer", "none") for r in range(args.rounds)]
     segments = [label for pair in segments for label in pair]
-    total = args.warmup + len(segments) * args.segment + 2 * args.stall + 20
+    total = args.warmup + len(segments) * args.segment + 2 * args.stall + 25
     label = {"now": "warmup"}
     samples: dict[str, list[tuple[float, float]]] = {}
     ref: dict = {}
@@ -148,14 +148,6 @@ async def bench(args) -> dict:
         seconds = args.segment * args.rounds
         out["cpu_percent_of_one_core"] = {k: round(100 * v / seconds, 1) for k, v in cpu.items()} if seconds else {}
         out["frames_encoded"] = daemon.view.frames_encoded
-        # phase 2: the daemon's RSS with nobody watching (the control), then with a viewer that stops reading
-        label["now"] = "control"
-        control = []
-        for _ in range(int(args.stall)):
-            await asyncio.sleep(1)
-            control.append(round(proc.memory_info().rss / 2**20, 1))
-        out["control"] = {"rss_first_mb": control[0], "rss_last_mb": control[-1], "rss_min_mb": min(control),
-                          "rss_max_mb": max(control), "rss_slope_mb_per_min": slope_per_min(control)}
         label["now"] = "stalled"
         stalled = subprocess.Popen([sys.executable, __file__, "--stalled", str(port)])
         rss = []
@@ -172,6 +164,15 @@ async def bench(args) -> dict:
         }
         stalled.kill()
         stalled.wait()
+        # the control: the same length with nobody watching (after the stall, so both are warmed up)
+        label["now"] = "control"
+        await asyncio.sleep(2)
+        control = []
+        for _ in range(int(args.stall)):
+            await asyncio.sleep(1)
+            control.append(round(proc.memory_info().rss / 2**20, 1))
+        out["control"] = {"rss_first_mb": control[0], "rss_last_mb": control[-1], "rss_min_mb": min(control),
+                          "rss_max_mb": max(control), "rss_slope_mb_per_min": slope_per_min(control)}
         label["now"] = "after"
         await asyncio.sleep(2)
         # phase 3: 50 viewers come and go
