@@ -184,8 +184,11 @@ class ViewHub:
             return
         if threading.get_ident() == self._loop_thread:
             self._record_event(data)
-        else:
+            return
+        try:
             loop.call_soon_threadsafe(self._record_event, data)
+        except RuntimeError:  # the loop closed meanwhile: the daemon is gone, and so are the viewers
+            pass
 
     def _record_event(self, data: dict) -> None:
         self.events.append(data)  # rare, so kept even unwatched: a page opened later shows the recent ones

@@ -205,6 +205,7 @@ function onDecision(m) {
   if (m.stream !== view.stream) return;
   decision = view.lastDecision = m;
   view.decisions += 1;
+  m.n = view.decisions;  // its place in this page's decisions (tests wait for ones after an event)
   view.decisionLog.push(m);
   if (view.decisionLog.length > 50) view.decisionLog.shift();
   const h = hist(m.stream);
