@@ -80,12 +80,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _observe(args: argparse.Namespace, settings: Settings, on_action=None, codec: str = "vp8"):
+def _observe(args: argparse.Namespace, settings: Settings, on_action=None, codec: str = "vp8",
+             port_chosen: bool = False):
     from . import harness
     from .broker import BrokerUnavailable
     from .daemon import StartupError
 
-    settings = harness.with_free_http_port(settings)
+    if not port_chosen:
+        settings = harness.with_free_http_port(settings)
     try:
         with harness.private_broker(settings, use_private=not args.external_broker) as s:
             return asyncio.run(harness.observe(s, args.seconds, on_action=on_action, codec=codec))
@@ -103,9 +105,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args, source={"kind": "sim", "seed": args.seed, "width": args.width,
                                        "height": args.height})
+    if args.seconds is None:
+        args.seconds = 120.0 if args.view else 10.0  # time to look at the page
     log.configure("warning", "console" if sys.stderr.isatty() else "json")
     print(f"edge-vla demo: simulator {args.width}x{args.height}, model {settings.model.path.name}, "
           f"{args.seconds:.0f} s", flush=True)
+    if args.view:
+        settings = _view_settings(settings)
+        print(f"live view: {_view_url(settings)}", flush=True)
 
     def show(a: dict, g2a: float) -> None:
         where = f" ({a['x']},{a['y']})" if "x" in a else ""
@@ -113,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"  #{a['seq']:<4} {a['type']:<12}{where}{extra}  model {a['latency_ms']['total']:.1f} ms, "
               f"glass-to-action {g2a:.1f} ms", flush=True)
 
-    obs = _observe(args, settings, on_action=show)
+    obs = _observe(args, settings, on_action=show, port_chosen=args.view)
     rep = harness.report(obs)
     executed = sum(1 for f in obs.feedback if f.get("status") == "executed")
     sim = obs.daemon.sim_executor.executor if obs.daemon and obs.daemon.sim_executor else None
@@ -127,6 +134,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"{executed} executed by the simulator, {rep['invalid_actions']} invalid")
     print(format_table(rep["latency_ms"]))
     return 0 if rep["actions_received"] > 0 and rep["invalid_actions"] == 0 else 1
+
+
+def _view_settings(settings: Settings) -> Settings:
+    """HTTP on for the live view, on the configured port when it is free (a stable URL), else any."""
+    from . import harness
+    from .broker import port_free
+
+    http = settings.http.model_copy(update={"enabled": True})
+    settings = settings.model_copy(update={"http": http})
+    host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "localhost") else http.host
+    return settings if http.port and port_free(host, http.port) else harness.with_free_http_port(settings)
+
+
+def _view_url(settings: Settings) -> str:
+    http = settings.http
+    host = "127.0.0.1" if http.host in ("0.0.0.0", "::") else http.host
+    host = f"[{host}]" if ":" in host else host
+    note = " (open it once as /?token=<http.token>)" if http.bearer_token() else ""
+    return f"http://{host}:{http.port}/{note}"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -190,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (("demo", cmd_demo, "closed loop on the built-in simulator"),
                                  ("bench", cmd_bench, "per-stage and glass-to-action latency")):
         sp = with_config(sub.add_parser(name, help=helptext))
-        sp.add_argument("--seconds", type=float, default=10.0 if name == "demo" else 20.0)
+        sp.add_argument("--seconds", type=float, default=None if name == "demo" else 20.0,
+                        help="how long to run (demo: 10 s, or 120 s with --view)" if name == "demo" else None)
         sp.add_argument("--width", type=int, default=1280)
         sp.add_argument("--height", type=int, default=720)
         sp.add_argument("--external-broker", action="store_true",
@@ -198,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         if name == "demo":
             sp.add_argument("--seed", type=int, default=0)
+            sp.add_argument("--view", action="store_true",
+                            help="keep the live view (GET /) up for the demo and print its URL")
         else:
             sp.add_argument("--source", default="sim", choices=["sim", "file", "lavfi", "rtsp", "camera", "webrtc"],
                             help="webrtc: the simulator published by WHIP from a separate process")

@@ -81,6 +81,8 @@ class Daemon:
         self.extra_links: list[MqttLink] = []
         self.sim_executor = None
         self.whip = None
+        self.view = None  # the live view's hub (http.view.ViewHub) when HTTP is enabled
+        self.view_memory = None  # its visual memory panel (http.view_memory.MemoryBrowser) when memory is on
         self.memory = None  # MemoryService when memory.enabled
         self._tasks: dict[str, asyncio.Task] = {}
         self._fixed_stream: str | None = None  # the configured source's stream; its end stops the daemon
@@ -110,6 +112,20 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
+    def stream_rows(self) -> list[dict[str, Any]]:
+        """One summary per stream for the live view: source, counters, model, last action, health, goal."""
+        now = time.monotonic()
+        rows = []
+        for name, p in self.pipelines.items():
+            ok, reason = p.health(now)
+            last = p.stats.last_action_mono
+            rows.append({"stream": name, "source": p.source.kind, "model": getattr(self.policy, "name", "?"),
+                         "frames": p.slot.written if p.slot else 0, "sampled": p.sampler.stats.sampled,
+                         "actions": p.stats.actions_sent,
+                         "last_action_age_s": None if last is None else round(now - last, 2),
+                         "healthy": ok, "reason": reason, "goal": p.goal})
+        return rows
+
     # -- streams ------------------------------------------------------------------
     def add_stream(self, name: str, source: Source, sinks: list[ActionSink] = ()) -> StreamPipeline:
         """Start a pipeline for ``name`` (a WHIP peer, or the configured source)."""
@@ -121,6 +137,8 @@ class Daemon:
         self.pipelines[name] = pipeline
         if self.memory is not None:
             self.memory.attach(pipeline)
+        if self.view is not None:
+            self.view.attach(pipeline)
         self._tasks[name] = asyncio.get_running_loop().create_task(pipeline.run(), name=f"stream-{name}")
         log.info("stream.added", stream=name, source=source.kind)
         return pipeline
@@ -217,6 +235,10 @@ class Daemon:
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.memory is not None:
             await self.memory.stop()  # flushes what was sampled
+        if self.view is not None:
+            await self.view.stop()  # closes the viewers' sockets, which the runner would wait for
+        if self.view_memory is not None:
+            self.view_memory.close()
         if self._http is not None:
             await self._http.cleanup()
         for link in [*self.extra_links, self.link]:
@@ -255,4 +277,23 @@ class Daemon:
         goal = parse_goal(payload)
         if pipeline is not None:
             pipeline.set_goal(goal)
+
+    def latest_image(self, stream: str):
+        """The stream's newest picture (for the live view's "frames like this one"), or None."""
+        pipeline = self.pipelines.get(stream)
+        frame = pipeline.slot.latest if pipeline is not None and pipeline.slot is not None else None
+        return frame.image if frame is not None else None
+
+    def set_goal(self, stream: str, text: str) -> str | None:
+        """A goal from the live view: parsed and applied as a ``P/S/goal`` message is, and published
+        there (retained) so the broker, other subscribers and a restarted daemon agree. KeyError: no
+        such stream; BadPayload: not a goal."""
+        pipeline = self.pipelines.get(stream)
+        if pipeline is None:
+            raise KeyError(f"no stream {stream!r}")
+        goal = parse_goal(text)
+        pipeline.set_goal(goal)
+        if self.link is not None and goal is not None:
+            self.link.publish_json(self.link.topic(stream, "goal"), {"instruction": goal}, qos=1, retain=True)
+        return goal
 

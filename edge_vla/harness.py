@@ -90,8 +90,10 @@ def for_webrtc(settings: Settings) -> Settings:
 
 
 async def observe(settings: Settings, seconds: float,
-                  on_action: Callable[[dict, float], None] | None = None, codec: str = "vp8") -> Observation:
-    """Run the daemon for ``seconds`` while a separate client records what arrives."""
+                  on_action: Callable[[dict, float], None] | None = None, codec: str = "vp8",
+                  on_daemon: Callable[[Daemon], None] | None = None) -> Observation:
+    """Run the daemon for ``seconds`` while a separate client records what arrives (``on_daemon``:
+    told the daemon before it starts, for tools that drive it meanwhile)."""
     from .actions import ActionMessage
 
     obs = Observation()
@@ -118,6 +120,8 @@ async def observe(settings: Settings, seconds: float,
     await watcher.wait_connected(5)
     daemon = Daemon(settings)
     obs.daemon = daemon
+    if on_daemon is not None:
+        on_daemon(daemon)
     cpu0, t0 = time.process_time(), time.monotonic()
     obs.started = t0
     publisher = None

@@ -101,6 +101,8 @@ class MqttLink:
         self._availability = availability
         self._loop = loop
         self._handlers: dict[str, Handler] = {}
+        # local listeners of P/events (the live view); called on whichever thread publishes, even offline
+        self.event_listeners: list[Callable[[dict], None]] = []
         self._connected = threading.Event()
         self._v5 = cfg.protocol == "5"
         cid = client_id or cfg.client_id or f"edge-vla-{device_id}"
@@ -187,7 +189,13 @@ class MqttLink:
 
     def event(self, kind: str, **fields) -> None:
         """A ``P/events`` message: watchdog resets, regressions, dropped input, errors."""
-        self.publish_json(self.topic("events"), {"v": 1, "kind": kind, "ts": time.time(), **fields})
+        data = {"v": 1, "kind": kind, "ts": time.time(), **fields}
+        self.publish_json(self.topic("events"), data)
+        for listener in self.event_listeners:
+            try:
+                listener(data)
+            except Exception:  # a listener must never cost the event its publication
+                self._log.exception("mqtt.event_listener_error")
 
     def stop(self, timeout: float = 2.0) -> None:
         """Say ``offline`` ourselves (a clean disconnect does not fire the will), then leave."""

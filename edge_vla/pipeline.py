@@ -61,6 +61,7 @@ class StreamStats:
     feedback: dict[str, int] = field(default_factory=lambda: {"executed": 0, "failed": 0, "rejected": 0})
     last_frame_mono: float | None = None
     last_decision_mono: float | None = None
+    last_action_mono: float | None = None
     started_mono: float = field(default_factory=time.monotonic)
 
 
@@ -86,6 +87,9 @@ class StreamPipeline:
         self.on_sampled: list[Callable[[Frame], None]] = []
         self.on_action: list[Callable[[Frame, ActionMessage], None]] = []
         self.on_feedback_hooks: list[Callable[[Feedback], None]] = []
+        # (frame, instruction, decision, the message sent or None when stale or held back)
+        self.on_decided: list[Callable[[Frame, str, Decision, ActionMessage | None], None]] = []
+        self.on_verdict: list[Callable[[str, Verdict], None]] = []
         self.slot: FrameSlot | None = None
         self._seq = 0
         # the last action that went out, and under which instruction (a stale decision never goes out)
@@ -122,6 +126,7 @@ class StreamPipeline:
         for v in verdicts:
             self.verdicts.append(v)
             self.watchdog.on_verdict(v)
+            self._notify(self.on_verdict, self.stream, v)
             self._log.debug("verdict", action_id=v.action_id, result=v.result, latency_ms=v.latency_ms)
             if self.reporter is not None:
                 self.reporter.verdict(self.stream, v.payload())
@@ -184,9 +189,11 @@ class StreamPipeline:
         frame = frame.stamp("sampled")
         self.watchdog.on_state(thumb)
         self._notify(self.on_sampled, frame)
+        instruction = self.instruction(frame)
         decision = await self._decide(frame)
         if decision is not None:
-            self.emit(frame, decision, thumb)
+            msg = self.emit(frame, decision, thumb)
+            self._notify(self.on_decided, frame, instruction, decision, msg)
 
     def instruction(self, frame: Frame) -> str:
         return self.goal or frame.instruction or self.settings.policy.default_instruction
@@ -275,6 +282,7 @@ class StreamPipeline:
         sent = [sink.send(msg, deadline_mono) for sink in self.sinks]
         if any(sent):
             self.stats.actions_sent += 1
+        self.stats.last_action_mono = now
         self.latency.add(latency)
         if self.verifier is not None:
             self.verifier.track(frame, msg, thumb=thumb)

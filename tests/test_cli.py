@@ -44,3 +44,30 @@ def test_bench_on_a_lavfi_source_with_the_oracle_rejected():
     assert "glass_to_action" in r.stdout and "frames" in r.stdout
     r = run("bench", "--seconds", "2", "--source", "lavfi", "--policy", "oracle")
     assert r.returncode == 78 and "cannot start: policy.kind=oracle needs source.kind=sim" in r.stderr
+
+
+def test_demo_view_prints_the_url_of_a_live_page():
+    import time
+    import urllib.request
+
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("EDGE_VLA_")}
+    proc = subprocess.Popen([EDGE_VLA, "demo", "--view", "--seconds", "6", "--width", "640", "--height", "360"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        assert lines[1].startswith("live view: http://127.0.0.1:"), lines
+        url = lines[1].split()[2]
+        for _ in range(100):  # the daemon starts after the line is printed
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    page = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert "edge-vla live view" in page and "/view/app.js" in page
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and " actions in " in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

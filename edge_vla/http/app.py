@@ -1,4 +1,4 @@
-"""aiohttp application: ``/healthz``, ``/metrics``, WHIP ingest and the ``/publish`` page."""
+"""aiohttp application: ``/healthz``, ``/metrics``, WHIP ingest, the live view (``/``) and the ``/publish`` page."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .. import metrics
 from ..sources.webrtc import use_host_addresses
+from . import view
 from .whip import WhipService
 
 if TYPE_CHECKING:
@@ -63,6 +64,16 @@ def make_app(daemon: "Daemon") -> web.Application:
     app.router.add_get("/publish", publish_page)
     daemon.whip = WhipService(daemon)
     daemon.whip.add_routes(app)
+    # the view gets narrow ports, not the daemon: a stream list, the goal path, the inference-idle flag
+    daemon.view = view.ViewHub(streams=daemon.stream_rows, set_goal=daemon.set_goal,
+                               idle=getattr(daemon.executor, "idle", None))
+    memory = None
+    if daemon.settings.memory.enabled:
+        from .view_memory import MemoryBrowser
+
+        memory = daemon.view_memory = MemoryBrowser(daemon.settings.memory.path, latest_image=daemon.latest_image,
+                                                    idle=getattr(daemon.executor, "idle", None))
+    view.add_routes(app, daemon.view, cfg, memory)
     return app
 
 
@@ -74,4 +85,9 @@ async def start_http(daemon: "Daemon") -> web.AppRunner:
     site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()
     daemon.whip.start()
+    daemon.view.start()
+    if daemon.link is not None:
+        daemon.link.event_listeners.append(daemon.view.event)
+    for pipeline in daemon.pipelines.values():  # streams started before the server (none today)
+        daemon.view.attach(pipeline)
     return runner

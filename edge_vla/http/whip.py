@@ -11,7 +11,6 @@ its candidates (no trickle), so ``PATCH`` is 405.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import re
 import time
 import uuid
@@ -26,6 +25,7 @@ from aiortc.sdp import SessionDescription
 from ..actions import ActionMessage
 from ..mqtt import BadPayload, parse_feedback
 from ..sources.webrtc import TrackSource, drain
+from .auth import authorized
 
 if TYPE_CHECKING:
     from ..daemon import Daemon
@@ -119,11 +119,7 @@ class WhipService:
 
     # -- HTTP ---------------------------------------------------------------------
     def _authorized(self, request: web.Request) -> bool:
-        token = self.http.bearer_token()
-        if token is None:
-            return True
-        got = request.headers.get("Authorization", "")
-        return got.startswith("Bearer ") and hmac.compare_digest(got[7:].strip().encode(), token.encode())
+        return authorized(request, self.http)
 
     def _rate_ok(self, request: web.Request) -> bool:
         peer = request.remote or "?"

@@ -21,6 +21,11 @@ class Decision:
     action: Action
     model: str
     stages_ms: dict[str, float] = field(default_factory=dict)  # time per policy step
+    # what the choice was made among, for people watching (the live view); kept as references and
+    # converted only when someone looks: the element layer (``perception.layer.ElementLayer``) and
+    # the region of interest the model focused on (0..1000 box)
+    layer: Any = None
+    focus: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True)
