@@ -7,13 +7,13 @@ selected one is imported.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..actions import Action
 from ..config import Settings
 from ..frames import Frame
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -48,22 +48,19 @@ class Policy(Protocol):
     def close(self) -> None: ...
 
 
-_POLICIES: dict[str, str] = {
+POLICIES = Registry("policy.kind", {
     "onnx": "edge_vla.policy.onnx:OnnxPolicy",
     "oracle": "edge_vla.policy.oracle:OraclePolicy",
     "replay": "edge_vla.policy.replay:ReplayPolicy",
     "oracle-blind": "edge_vla.policy.oracle:BlindOraclePolicy",
-}
-
-
-def register(kind: str, target: str) -> None:
-    _POLICIES[kind] = target
+})
+register = POLICIES.register
 
 
 def create_policy(settings: Settings, **extra: Any) -> Policy:
     """``extra`` carries what some policies need from the wiring (the oracle needs the sim world)."""
-    target = _POLICIES.get(settings.policy.kind)
-    if target is None:
-        raise ValueError(f"unknown policy.kind {settings.policy.kind!r}; known: {', '.join(sorted(_POLICIES))}")
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)(settings, **extra)
+    try:
+        policy = POLICIES.get(settings.policy.kind)
+    except LookupError as exc:
+        raise ValueError(str(exc)) from None
+    return policy(settings, **extra)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -10,12 +9,13 @@ import numpy as np
 
 from ..actions import Action
 from ..config import ModelConfig
+from ..registry import Registry
 from .bundle import Bundle, BundleError
 
-_FAMILIES: dict[str, str] = {"heads": "edge_vla.runtime.heads:HeadsRuntime",
-                             "vlm": "edge_vla.runtime.vlm:VLMRuntime",
-                             "marks": "edge_vla.runtime.marks:MarksRuntime",
-                             "textmatch": "edge_vla.runtime.marks:TextMatchRuntime"}
+FAMILIES = Registry("family", {"heads": "edge_vla.runtime.heads:HeadsRuntime",
+                                     "vlm": "edge_vla.runtime.vlm:VLMRuntime",
+                                     "marks": "edge_vla.runtime.marks:MarksRuntime",
+                                     "textmatch": "edge_vla.runtime.marks:TextMatchRuntime"})
 
 
 class Runtime(Protocol):
@@ -30,15 +30,13 @@ class Runtime(Protocol):
         stale or replaced by the watchdog), for runtimes that remember the task's last action."""
 
 
-def register(family: str, target: str) -> None:
-    _FAMILIES[family] = target
+register = FAMILIES.register
 
 
 def load_runtime(cfg: ModelConfig) -> Runtime:
     bundle = Bundle.load(cfg.path)
-    target = _FAMILIES.get(bundle.manifest.family)
-    if target is None:
-        raise BundleError(f"model bundle {cfg.path}: unknown family {bundle.manifest.family!r}; "
-                          f"known: {', '.join(sorted(_FAMILIES))}")
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)(bundle, cfg)
+    try:
+        family = FAMILIES.get(bundle.manifest.family)
+    except LookupError as exc:
+        raise BundleError(f"model bundle {cfg.path}: {exc}") from None
+    return family(bundle, cfg)

@@ -7,19 +7,19 @@ what it needs (PyAV for files and cameras, the simulator for ``sim``).
 
 from __future__ import annotations
 
-import importlib
 from typing import Protocol
 
 from ..config import SourceConfig
 from ..frames import FrameSlot
+from ..registry import Registry
 
-_BACKENDS: dict[str, str] = {
+SOURCES = Registry("source.kind", {
     "file": "edge_vla.sources.av:FileSource",
     "rtsp": "edge_vla.sources.av:LiveSource",
     "camera": "edge_vla.sources.av:LiveSource",
     "lavfi": "edge_vla.sources.av:LavfiSource",
     "sim": "edge_vla.sources.sim:SimSource",
-}
+})
 
 
 class Source(Protocol):
@@ -33,15 +33,12 @@ class Source(Protocol):
         task is cancelled. Live inputs reconnect by themselves with backoff."""
 
 
-def register(kind: str, target: str) -> None:
-    """Make ``source.kind = kind`` build ``target`` ("module:Class")."""
-    _BACKENDS[kind] = target
+register = SOURCES.register
 
 
 def create_source(cfg: SourceConfig, **extra) -> Source:
     try:
-        target = _BACKENDS[cfg.kind]
-    except KeyError:
-        raise ValueError(f"unknown source.kind {cfg.kind!r}; known: {', '.join(sorted(_BACKENDS))}") from None
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)(cfg, **extra)
+        source = SOURCES.get(cfg.kind)
+    except LookupError as exc:
+        raise ValueError(str(exc)) from None
+    return source(cfg, **extra)
