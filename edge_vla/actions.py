@@ -1,4 +1,5 @@
-"""Actions: the typed payload of the contract, its validation, and coordinate mapping.
+"""Actions: the typed payload of the contract, its validation, coordinate mapping, and an
+executor's feedback on an action.
 
 Coordinates are integers in 0..1000, full-frame normalized, origin top-left.
 ``to_pixels``/``to_normalized`` are the only place that converts between the two:
@@ -225,3 +226,28 @@ def crop_to_frame(nx: int, ny: int, box: tuple[int, int, int, int]) -> tuple[int
 def _check_size(width: int, height: int) -> None:
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
+
+
+class Feedback(BaseModel):
+    """An executor's report on one action (``P/S/feedback``, or the data channel)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    v: Literal[1]
+    action_id: str = Field(min_length=1, max_length=128)
+    status: Literal["executed", "failed", "rejected"]
+    ts: float
+    detail: str | None = Field(default=None, max_length=1024)
+
+
+class BadPayload(ValueError):
+    pass
+
+
+def parse_feedback(payload: bytes | str) -> Feedback:
+    try:
+        return Feedback.model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise BadPayload(f"feedback {where}: {first['msg']}") from None

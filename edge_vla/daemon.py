@@ -20,8 +20,9 @@ from typing import Any
 
 import structlog
 
+from .actions import parse_feedback
 from .config import Settings
-from .mqtt import MqttLink, parse_feedback, parse_goal
+from .mqtt import MqttLink, parse_goal
 from .pipeline import ActionSink, StreamPipeline
 from .policy import create_policy
 from .sdnotify import Notifier

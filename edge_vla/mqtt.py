@@ -16,44 +16,18 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 import paho.mqtt.client as paho
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .actions import ActionMessage
+from .actions import ActionMessage, BadPayload
 from .config import MqttConfig
 
 log = structlog.get_logger(__name__)
-
-
-class Feedback(BaseModel):
-    """An executor's report on one action (``P/S/feedback``, or the data channel)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    v: Literal[1]
-    action_id: str = Field(min_length=1, max_length=128)
-    status: Literal["executed", "failed", "rejected"]
-    ts: float
-    detail: str | None = Field(default=None, max_length=1024)
-
-
-class BadPayload(ValueError):
-    pass
-
-
-def parse_feedback(payload: bytes | str) -> Feedback:
-    try:
-        return Feedback.model_validate_json(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        raise BadPayload(f"feedback {where}: {first['msg']}") from None
 
 
 def parse_goal(payload: bytes | str) -> str | None:

@@ -18,13 +18,12 @@ from typing import Callable, Protocol
 
 import structlog
 
-from .actions import Action, ActionMessage
+from .actions import Action, ActionMessage, Feedback
 from .config import Settings
 from .frames import BadFrame, Frame, FrameSlot, check_image
 from .latency import LatencyLog
 from .loop.verifier import Verdict, Verifier
 from .loop.watchdog import StuckWatchdog
-from .mqtt import Feedback
 from .policy import Decision, DecisionContext, Policy
 from .sampler import Sampler, grey_thumb
 from .sources import Source

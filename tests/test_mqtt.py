@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from edge_vla.actions import ActionMessage
+from edge_vla.actions import ActionMessage, BadPayload, parse_feedback
 from edge_vla.config import MqttConfig
-from edge_vla.mqtt import BadPayload, MqttLink, parse_feedback, parse_goal
+from edge_vla.mqtt import MqttLink, parse_goal
 
 
 def action(stream="default", **kw):

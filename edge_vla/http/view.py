@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import structlog
 from aiohttp import WSMsgType, web
 
-from ..actions import box_to_normalized
+from ..actions import BadPayload, box_to_normalized
 from ..config import HttpConfig
-from ..mqtt import BadPayload
 from .auth import VIEW_COOKIE, same_origin, token_ok, view_authorized, view_cookie_value
 
 if TYPE_CHECKING:

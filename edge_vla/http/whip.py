@@ -22,8 +22,7 @@ from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
-from ..actions import ActionMessage
-from ..mqtt import BadPayload, parse_feedback
+from ..actions import ActionMessage, BadPayload, parse_feedback
 from ..sources.webrtc import TrackSource, drain
 from .auth import authorized
 

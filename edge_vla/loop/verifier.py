@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..actions import NORM, ActionMessage
+from ..actions import NORM, ActionMessage, Feedback
 from ..config import LoopConfig
 from ..frames import Frame
-from ..mqtt import Feedback
 from ..sampler import grey_thumb
 
 UNVERIFIED = frozenset({"wait", "done"})  # nothing is expected to change

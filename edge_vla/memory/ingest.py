@@ -26,7 +26,7 @@ from PIL import Image
 
 from ..config import MemoryConfig
 from ..frames import Frame
-from ..mqtt import Feedback
+from ..actions import Feedback
 from .embed import Embedder, default_embedder
 from .store import ActionRecord, FrameRecord, MemoryStore, MemoryStoreError
 

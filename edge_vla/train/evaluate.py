@@ -25,12 +25,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..actions import Action, ActionMessage, crop_to_frame, to_pixels
+from ..actions import Action, ActionMessage, Feedback, crop_to_frame, to_pixels
 from ..config import LoopConfig
 from ..frames import Frame
 from ..loop.verifier import Verifier
 from ..loop.watchdog import StuckWatchdog
-from ..mqtt import Feedback
 from ..sampler import grey_thumb
 from ..sim import THEMES, TASK_KINDS, SimWorld
 from ..sim.scene import inside

@@ -6,11 +6,10 @@ import time
 
 import apsw
 
-from edge_vla.actions import ActionMessage
+from edge_vla.actions import ActionMessage, Feedback
 from edge_vla.config import MemoryConfig
 from edge_vla.memory.ingest import MemoryIngest
 from edge_vla.memory.store import MemoryStore
-from edge_vla.mqtt import Feedback
 
 from .helpers import frame
 
