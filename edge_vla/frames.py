@@ -1,4 +1,5 @@
-"""The Frame: one decoded picture plus the clocks every later stage measures from.
+"""The Frame: one decoded picture plus the clocks every later stage measures from; the slot that
+hands the newest one over; the grey thumbnail every stage that compares frames shares.
 
 A Frame is immutable; stages that add timing return a new one via ``stamp``.
 ``t_capture`` is ``time.monotonic()`` at the moment the picture entered the
@@ -147,3 +148,22 @@ class FrameSlot:
                 return frame
             self._event.clear()
             await self._event.wait()
+
+
+THUMB_W = 64
+
+
+def grey_thumb(image: np.ndarray) -> np.ndarray:
+    """A grey picture about 64 px wide, values 0..1: the one cheap summary of a frame that the
+    sampler (motion), the verifier (action effects) and the watchdog (screen states) share.
+
+    Strides first, then block-averages (striding alone aliases text and noise).
+    """
+    h, w = image.shape[:2]
+    step = max(1, w // (THUMB_W * 4))
+    small = image[::step, ::step].mean(axis=2, dtype=np.float32) * (1 / 255)
+    k = max(1, small.shape[1] // THUMB_W)
+    hh, ww = (small.shape[0] // k) * k, (small.shape[1] // k) * k
+    if hh == 0 or ww == 0:
+        return small
+    return small[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))

@@ -20,12 +20,12 @@ import structlog
 
 from .actions import Action, ActionMessage, Feedback
 from .config import Settings
-from .frames import BadFrame, Frame, FrameSlot, check_image
+from .frames import BadFrame, Frame, FrameSlot, check_image, grey_thumb
 from .latency import LatencyLog
 from .loop.verifier import Verdict, Verifier
 from .loop.watchdog import StuckWatchdog
 from .policy import Decision, DecisionContext, Policy
-from .sampler import Sampler, grey_thumb
+from .sampler import Sampler
 from .sources import Source
 
 log = structlog.get_logger(__name__)

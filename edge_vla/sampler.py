@@ -14,26 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import SamplerConfig
-from .frames import Frame
-
-
-THUMB_W = 64
-
-
-def grey_thumb(image: np.ndarray) -> np.ndarray:
-    """A grey picture about 64 px wide, values 0..1: the one cheap summary of a frame that the
-    sampler (motion), the verifier (action effects) and the watchdog (screen states) share.
-
-    Strides first, then block-averages (striding alone aliases text and noise).
-    """
-    h, w = image.shape[:2]
-    step = max(1, w // (THUMB_W * 4))
-    small = image[::step, ::step].mean(axis=2, dtype=np.float32) * (1 / 255)
-    k = max(1, small.shape[1] // THUMB_W)
-    hh, ww = (small.shape[0] // k) * k, (small.shape[1] // k) * k
-    if hh == 0 or ww == 0:
-        return small
-    return small[:hh, :ww].reshape(hh // k, k, ww // k, k).mean(axis=(1, 3))
+from .frames import Frame, grey_thumb
 
 
 def motion(a: np.ndarray, b: np.ndarray) -> float:

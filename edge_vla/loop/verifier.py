@@ -23,8 +23,7 @@ import numpy as np
 
 from ..actions import NORM, ActionMessage, Feedback
 from ..config import LoopConfig
-from ..frames import Frame
-from ..sampler import grey_thumb
+from ..frames import Frame, grey_thumb
 
 UNVERIFIED = frozenset({"wait", "done"})  # nothing is expected to change
 FOCUSED = frozenset({"type", "key"})  # act on the focused element: where the last click was

@@ -27,10 +27,9 @@ import numpy as np
 
 from ..actions import Action, ActionMessage, Feedback, crop_to_frame, to_pixels
 from ..config import LoopConfig
-from ..frames import Frame
+from ..frames import Frame, grey_thumb
 from ..loop.verifier import Verifier
 from ..loop.watchdog import StuckWatchdog
-from ..sampler import grey_thumb
 from ..sim import THEMES, TASK_KINDS, SimWorld
 from ..sim.scene import inside
 from .data import EVAL_RESOLUTIONS, HELD_OUT_FONTS, POINT_KINDS, crop_around

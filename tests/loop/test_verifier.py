@@ -5,10 +5,9 @@ import pytest
 
 from edge_vla.actions import Action, ActionMessage, Feedback
 from edge_vla.config import LoopConfig
-from edge_vla.frames import make_frame
+from edge_vla.frames import grey_thumb, make_frame
 from edge_vla.loop.verifier import Verifier
 from edge_vla.loop.watchdog import StuckWatchdog, parse_action_spec, signature
-from edge_vla.sampler import grey_thumb
 from edge_vla.runtime.avoid import is_dead
 
 W, H = 640, 360
