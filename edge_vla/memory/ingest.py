@@ -90,6 +90,7 @@ class MemoryIngest:
         self._seq_ids: dict[tuple[str, int], int] = {}
         self._run_created = False
         self._readers: dict[str, Any] = {}  # stream -> Perceiver, while recording with memory.read_text
+        self._read_text = cfg.read_text  # off for good once the OCR weights failed to load
 
     # -- the event-loop side: never blocks ----------------------------------------------------
     def on_sampled(self, frame: Frame) -> None:
@@ -220,7 +221,7 @@ class MemoryIngest:
             fmt = "png" if golden else "jpeg"
             thumb, size = encode_thumb(frame.image, width, fmt)
         self.stats.embed_ms_total += (time.perf_counter() - t0) * 1e3
-        text = self._read(frame) if golden and self.cfg.read_text else None
+        text = self._read(frame) if golden and self._read_text else None
         return FrameRecord(stream=frame.stream, seq=frame.seq, ts=frame.wall_ts, width=frame.width,
                            height=frame.height, embedding=emb, kind="golden" if golden else "live",
                            run=self.record_run, instruction=frame.instruction, thumb=thumb, thumb_fmt=fmt,
@@ -237,7 +238,7 @@ class MemoryIngest:
                 r = self._readers[frame.stream] = reader()
             except PerceptionWeightsError as exc:
                 log.error("memory.read_text_unavailable", error=str(exc))
-                self.cfg = self.cfg.model_copy(update={"read_text": False})
+                self._read_text = False
                 return None
         return text_lines(r.perceive(frame.image, frame.t_capture))
 

@@ -263,6 +263,13 @@ def changed_mask(golden: GoldenRun, i: int, live_blur: np.ndarray) -> np.ndarray
     return (diff > p.diff_threshold) & ~golden.volatile(i)
 
 
+def tile_boxes(tiles: list[int], grid: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """The 0..1000 boxes of embedding grid tiles (row-major, ``grid`` = (cols, rows))."""
+    cols, rows = grid
+    return [(t % cols * 1000 // cols, t // cols * 1000 // rows, (t % cols + 1) * 1000 // cols,
+             (t // cols + 1) * 1000 // rows) for t in tiles]
+
+
 def components(mask: np.ndarray, params: Params, grid: tuple[int, int], tiles_delta: np.ndarray | None = None
                ) -> list[Change]:
     b = params.block
@@ -309,9 +316,7 @@ def components(mask: np.ndarray, params: Params, grid: tuple[int, int], tiles_de
         tx_s = sorted({int(X0), int(X1) - 1, *range(int(X0), int(X1), max(1, w // cols))})
         tiles = sorted({(ty * rows // h) * cols + (tx * cols // w) for ty in ty_s for tx in tx_s})
         score = float(tiles_delta[tiles].max()) if tiles_delta is not None and tiles else float(n)
-        tile_boxes = [(t % cols * 1000 // cols, t // cols * 1000 // rows, (t % cols + 1) * 1000 // cols,
-                       (t // cols + 1) * 1000 // rows) for t in tiles]
-        out.append(Change(box, n, tiles, tile_boxes, score))
+        out.append(Change(box, n, tiles, tile_boxes(tiles, grid), score))
     return out
 
 
@@ -348,16 +353,13 @@ def with_text(changes: list[Change], texts: list[TextChange], grid: tuple[int, i
     """Text changes joined to the pixel changes they touch; a line that now says other words and
     that the pixels missed (same ink, other letters) is a change of its own. A line that is only
     gone counts where the pixels agree: the reader alone may miss a line in a noisy frame."""
-    cols, rows = grid
     for t in texts:
         hit = [c for c in changes if _touch(c.box, t.box)]
         for c in hit:
             c.text.append(t)
         if not hit and t.live:
             tiles = tiles_of(t.box, grid)
-            boxes = [(k % cols * 1000 // cols, k // cols * 1000 // rows, (k % cols + 1) * 1000 // cols,
-                      (k // cols + 1) * 1000 // rows) for k in tiles]
-            changes.append(Change(t.box, 0, tiles, boxes, 1.0, [t]))
+            changes.append(Change(t.box, 0, tiles, tile_boxes(tiles, grid), 1.0, [t]))
     return changes
 
 
